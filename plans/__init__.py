@@ -1,0 +1,1 @@
+"""The control-plane contract: versioned plan and result models."""

@@ -1,0 +1,56 @@
+"""The `lading` command line: a thin shell that parses flags into values, calls one function
+per verb and renders its result. Errors map to exit codes in one place: `main`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from runner import __version__
+from runner.common.errors import LadingError, exit_code
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lading")
+def cli() -> None:
+    """Ship Kubernetes configuration as OCI artifacts.
+
+    \b
+    Build an artifact from manifests and push it:
+      lading build --kustomize examples/overlays/dev --to localhost:5000/shop/app:dev
+    Install it into a cluster by digest:
+      lading install localhost:5000/shop/app@sha256:... -n shop
+    """
+
+
+def _register() -> None:
+    # Verb modules import heavy libraries (kubernetes, oras); importing them here rather than at
+    # module top keeps `lading --help` fast and avoids import cycles with the verb modules.
+    from runner.dev.cli import dev
+
+    cli.add_command(dev)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        # standalone_mode=False returns ctx.exit()'s code instead of exiting, e.g. diff's 1.
+        rv = cli.main(args=argv, prog_name="lading", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:  # usage errors: bad flags, missing arguments
+        e.show()
+        sys.exit(2)
+    except LadingError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(exit_code(e))
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
