@@ -1,0 +1,191 @@
+"""The build runner: BuildPlan → render → objects → canonical YAML → package → push.
+
+`build()` is the one entry point the CLI, plan files and a control plane calling Python all use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from plans.build import BuildPlan, BuildResult, SourceInfo
+from runner import __version__
+from runner.build.package import ArtifactMeta, Blob, package
+from runner.build.push import check_destinations, push
+from runner.build.render import Rendered, render_inline, render_kustomize
+from runner.build.source import detect
+from runner.common.artifact import read_content
+from runner.common.digest import sha256_digest
+from runner.common.errors import InputError
+from runner.common.objects import (
+    canonical_order,
+    check_objects,
+    dump_stream,
+    normalise,
+    object_id,
+    parse_stream,
+)
+from runner.common.oci import Descriptor
+from runner.common.output import silent
+from runner.common.reference import ArtifactRef, parse_ref
+from runner.common.store import RegistryOptions, fetch_blob, open_store, resolve_manifest
+
+Progress = Callable[[str], None]
+MAX_COPY_BLOB_BYTES = 1 << 30
+
+
+def registry_options(plan: BuildPlan) -> RegistryOptions:
+    return RegistryOptions(
+        plain_http=plan.plain_http, ca_file=Path(plan.ca_file) if plan.ca_file else None
+    )
+
+
+def render(plan: BuildPlan, base: Path) -> Rendered:
+    if plan.source.kustomize is not None:
+        return render_kustomize(plan.source.kustomize, base)
+    if plan.source.inline is not None:
+        return render_inline(plan.source.inline, base)
+    raise AssertionError("artifact sources are copied, not rendered")
+
+
+def canonical_yaml(text: str, source: str) -> tuple[str, list[str]]:
+    """Rendered YAML → (canonical stream, object ids): validated, deduplicated, normalised
+    and ordered."""
+    located = [
+        (obj, f"{source} (object {i})") for i, obj in enumerate(parse_stream(text, source), start=1)
+    ]
+    objects = canonical_order(normalise(o) for o in check_objects(located))
+    return dump_stream(objects), [str(object_id(o)) for o in objects]
+
+
+def build(plan: BuildPlan, *, base: Path | None = None, progress: Progress = silent) -> BuildResult:
+    """Run a build plan. `base` resolves relative source paths (the plan file's directory)."""
+    base = base or Path.cwd()
+    destinations = [parse_ref(r) for r in plan.to]
+    check_destinations(destinations)
+    options = registry_options(plan)
+    if plan.source.artifact is not None:
+        return copy_artifact(parse_ref(plan.source.artifact.ref), destinations, options, progress)
+
+    durations: dict[str, float] = {}
+    t0 = time.monotonic()
+    progress("rendering with kustomize")
+    rendered = render(plan, base)
+    durations["render"] = time.monotonic() - t0
+
+    t1 = time.monotonic()
+    stream, ids = canonical_yaml(rendered.yaml, "rendered output")
+    if not ids:
+        raise InputError(
+            "the source rendered no objects",
+            hint="an empty artifact would prune "
+            "everything it installed before; add manifests to the source",
+        )
+    facts = detect(rendered.where, plan.metadata)
+    meta = ArtifactMeta(
+        title=Path(facts.path).name if facts.path else destinations[0].short_name,
+        created=facts.created,
+        version=plan.version,
+        source_url=facts.url,
+        revision=facts.revision,
+        source_path=facts.path,
+        inputs={**rendered.inputs, "tools": {**rendered.inputs["tools"], "lading": __version__}},
+        annotations=plan.annotations,
+    )
+    pkg = package(stream, ids, meta)
+    durations["package"] = time.monotonic() - t1
+    progress(f"packaged {len(ids)} objects as {pkg.digest}")
+
+    t2 = time.monotonic()
+    refs = push(
+        destinations,
+        pkg.manifest.descriptor,
+        pkg.manifest.data,
+        [(b.descriptor, _const(b)) for b in pkg.blobs],
+        options,
+        progress,
+    )
+    durations["push"] = time.monotonic() - t2
+    return BuildResult(
+        digest=pkg.digest,
+        ref=refs[0],
+        refs=refs,
+        tags=[d.tag for d in destinations if d.tag],
+        size=pkg.size,
+        objects=len(ids),
+        source=SourceInfo(
+            url=facts.url, revision=facts.revision, path=facts.path, created=facts.created
+        ),
+        version=plan.version,
+        checksum=sha256_digest(stream.encode()),
+        durations={k: round(v, 3) for k, v in durations.items()},
+    )
+
+
+def _const(blob: Blob) -> Callable[[], bytes]:
+    return lambda: blob.data
+
+
+def copy_artifact(
+    source: ArtifactRef,
+    destinations: list[ArtifactRef],
+    options: RegistryOptions,
+    progress: Progress,
+) -> BuildResult:
+    """Bring your own artifact: check it holds valid manifests, then copy it byte for byte."""
+    t0 = time.monotonic()
+    store = open_store(source, options)
+    try:
+        manifest = resolve_manifest(store, source)
+        progress(f"resolved {source} to {manifest.descriptor.digest}")
+        content = read_content(store, manifest)
+        objects = check_objects(content.objects())
+        if not objects:
+            raise InputError(f"artifact {source} holds no Kubernetes objects")
+        blobs = [manifest.config, *manifest.layers]
+        cache: dict[str, bytes] = {}
+
+        def loader(d: Descriptor) -> Callable[[], bytes]:
+            # Fetched lazily (a destination that has the blob never needs it) and once.
+            def load() -> bytes:
+                if d.digest not in cache:
+                    cache[d.digest] = fetch_blob(store, d, MAX_COPY_BLOB_BYTES)
+                return cache[d.digest]
+
+            return load
+
+        refs = push(
+            destinations,
+            manifest.descriptor,
+            manifest.raw,
+            [(d, loader(d)) for d in blobs],
+            options,
+            progress,
+        )
+    finally:
+        store.close()
+    config = content.config
+    annotations = manifest.annotations
+    source_doc = config.get("source") or {}
+    return BuildResult(
+        digest=manifest.descriptor.digest,
+        ref=refs[0],
+        refs=refs,
+        tags=[d.tag for d in destinations if d.tag],
+        size=len(manifest.raw) + sum(d.size for d in blobs),
+        objects=len(objects),
+        source=SourceInfo(
+            url=source_doc.get("url") or annotations.get("org.opencontainers.image.source"),
+            revision=source_doc.get("revision")
+            or annotations.get("org.opencontainers.image.revision"),
+            path=source_doc.get("path"),
+            created=config.get("created")
+            or annotations.get("org.opencontainers.image.created")
+            or "",
+        ),
+        version=config.get("version") or annotations.get("org.opencontainers.image.version"),
+        checksum=config.get("checksum"),
+        copied=True,
+        durations={"copy": round(time.monotonic() - t0, 3)},
+    )

@@ -1,0 +1,183 @@
+"""Rendering sources to YAML with the real `kustomize` binary.
+
+Inline manifests become an implicit kustomization (their files as resources), and plan-level
+patches and image overrides become a wrapper kustomization around the user's directory, so
+every source flows through one path: `kustomize build`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plans.build import InlineSource, KustomizeSource
+from runner.common.errors import InputError
+from runner.common.objects import parse_stream
+
+KUSTOMIZE_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Rendered:
+    yaml: str
+    inputs: dict[str, Any]  # recorded in the artifact config: source type, tool versions
+    where: Path | None  # the directory the source lives in (for git metadata)
+
+
+def _cached_tool(name: str) -> str | None:
+    # The dev cache (scripts/provision-tools); the runner image has the tools on PATH instead.
+    from runner.dev import tools
+
+    tool = {"kustomize": tools.KUSTOMIZE, "helm": tools.HELM}.get(name)
+    try:
+        return str(tools.find(tool)) if tool else None
+    except InputError:
+        return None
+
+
+def tool_path(name: str) -> str:
+    """A tool binary: $LADING_<NAME>, then PATH, then the pinned dev cache."""
+    explicit = os.environ.get(f"LADING_{name.upper()}")
+    found = explicit or shutil.which(name) or _cached_tool(name)
+    if not found:
+        raise InputError(
+            f"the `{name}` binary was not found",
+            hint=f"install it on PATH, set LADING_{name.upper()}, or run scripts/provision-tools",
+        )
+    return found
+
+
+@functools.cache
+def tool_version(binary: str) -> str:
+    try:
+        proc = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise InputError(f"cannot run {binary}: {e.strerror}") from None
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def kustomize_build(
+    directory: Path, *, enable_helm: bool, load_restrictor: str, display: str
+) -> str:
+    kustomize = tool_path("kustomize")
+    cmd = [kustomize, "build", str(directory)]
+    if load_restrictor == "none":
+        cmd += ["--load-restrictor", "LoadRestrictionsNone"]
+    if enable_helm:
+        cmd += ["--enable-helm", "--helm-command", tool_path("helm")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=KUSTOMIZE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise InputError(
+            f"kustomize build {display} took longer than {KUSTOMIZE_TIMEOUT}s"
+        ) from None
+    if proc.returncode != 0:
+        message = proc.stderr.strip().removeprefix("Error: ")
+        # kustomize names temporary wrapper directories; show the user's path instead.
+        message = message.replace(str(directory), display)
+        raise InputError(f"kustomize build {display} failed: {message}")
+    return proc.stdout
+
+
+def render_kustomize(source: KustomizeSource, base: Path) -> Rendered:
+    directory = (base / source.path).resolve()
+    if not directory.is_dir():
+        raise InputError(
+            f"kustomize path {source.path!r} is not a directory (resolved to {directory})"
+        )
+    if not any(
+        (directory / f).is_file()
+        for f in ("kustomization.yaml", "kustomization.yml", "Kustomization")
+    ):
+        raise InputError(
+            f"{source.path!r} holds no kustomization.yaml",
+            hint="point at an overlay or base directory, or use --inline for plain manifests",
+        )
+    kustomize = tool_path("kustomize")
+    inputs: dict[str, Any] = {
+        "type": "kustomize",
+        "tools": {"kustomize": tool_version(kustomize)},
+        "enable_helm": source.enable_helm,
+        "load_restrictor": source.load_restrictor,
+    }
+    if source.enable_helm:
+        inputs["tools"]["helm"] = tool_version(tool_path("helm"))
+    if not source.patches and not source.images:
+        text = kustomize_build(
+            directory,
+            enable_helm=source.enable_helm,
+            load_restrictor=source.load_restrictor,
+            display=source.path,
+        )
+        return Rendered(text, inputs, directory)
+    inputs["patches"] = len(source.patches)
+    inputs["images"] = [i.model_dump(exclude_none=True) for i in source.images]
+    wrapper: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [str(directory)],
+    }
+    if source.patches:
+        wrapper["patches"] = [p.model_dump(exclude_none=True) for p in source.patches]
+    if source.images:
+        wrapper["images"] = inputs["images"]
+    with tempfile.TemporaryDirectory(prefix="lading-kustomize-") as tmp:
+        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(wrapper, sort_keys=True))
+        text = kustomize_build(
+            Path(tmp),
+            enable_helm=source.enable_helm,
+            load_restrictor=source.load_restrictor,
+            display=source.path,
+        )
+    return Rendered(text, inputs, directory)
+
+
+def render_inline(source: InlineSource, base: Path) -> Rendered:
+    """Write the inline manifests into a scratch kustomization and build it."""
+    documents: list[tuple[str, str]] = []
+    for name in source.files:
+        path = (base / name).resolve()
+        try:
+            documents.append((name, path.read_text()))
+        except FileNotFoundError:
+            raise InputError(f"inline manifest file {name!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read inline manifest file {name!r}: {e}") from None
+    if source.manifests:
+        documents.append(("inline manifests", source.manifests))
+    # Parse here first: our errors name the user's file and line, kustomize's name a temp file.
+    for name, text in documents:
+        parse_stream(text, name)
+    kustomize = tool_path("kustomize")
+    with tempfile.TemporaryDirectory(prefix="lading-inline-") as tmp:
+        resources = []
+        for i, (_, text) in enumerate(documents):
+            file = f"resource-{i:04d}.yaml"
+            Path(tmp, file).write_text(text)
+            resources.append(file)
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": resources,
+        }
+        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        text = kustomize_build(
+            Path(tmp), enable_helm=False, load_restrictor="rootOnly", display="inline manifests"
+        )
+    where = (base / source.files[0]).resolve().parent if source.files else None
+    inputs = {
+        "type": "inline",
+        "tools": {"kustomize": tool_version(kustomize)},
+        "files": len(source.files),
+        "text": bool(source.manifests),
+    }
+    return Rendered(text, inputs, where)

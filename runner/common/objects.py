@@ -1,0 +1,318 @@
+"""The object model: Kubernetes objects as plain dicts, identified by ObjectId.
+
+Parsing is safe (no YAML tags beyond the core schema, bounded alias expansion and depth),
+validation names the document it complains about, and the canonical form (key order and
+object order) is what makes artifacts reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from runner.common.errors import InputError
+
+Obj = dict[str, Any]
+
+MAX_DEPTH = 64
+MAX_ALIASES = 100
+MAX_OBJECTS = 10_000
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Kinds whose names are path segments rather than DNS subdomains (RBAC allows ':' etc.).
+_PATH_SEGMENT_NAME_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+@dataclass(frozen=True, order=True)
+class ObjectId:
+    """group/version/Kind/namespace/name, the identity lading reports objects by."""
+
+    group: str
+    version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def group_kind(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def identity(self) -> tuple[str, str, str, str]:
+        """What makes two objects the same object: version does not."""
+        return (self.group, self.kind, self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.group}/{self.version}/{self.kind}/{self.namespace}/{self.name}"
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def object_id(obj: Obj) -> ObjectId:
+    group, version = split_api_version(str(obj.get("apiVersion", "")))
+    meta = obj.get("metadata") or {}
+    return ObjectId(
+        group,
+        version,
+        str(obj.get("kind", "")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name", "")),
+    )
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader with limits: alias bombs ("billion laughs") and absurd nesting are refused."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} YAML aliases")
+        return super().compose_node(parent, index)
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def parse_stream(text: str, source: str) -> list[Obj]:
+    """Parse a multi-document YAML stream into objects. `List` kinds are flattened; empty
+    documents are skipped. Errors name `source` and the document number."""
+    objects: list[Obj] = []
+    try:
+        for number, doc in enumerate(yaml.load_all(text, Loader=_BoundedLoader), start=1):
+            objects.extend(_accept(doc, f"{source} (document {number})"))
+            if len(objects) > MAX_OBJECTS:
+                raise InputError(f"{source}: more than {MAX_OBJECTS} objects")
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{source}:{where}: invalid YAML: {problem}") from None
+    return objects
+
+
+def _accept(doc: Any, where: str) -> Iterator[Obj]:
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        raise InputError(
+            f"{where}: expected a mapping (a Kubernetes object), got {type(doc).__name__}"
+        )
+    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
+        raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    kind = doc.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
+        for i, item in enumerate(doc["items"]):
+            yield from _accept(item, f"{where} item {i}")
+        return
+    yield doc
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def validate(obj: Obj, where: str) -> list[str]:
+    """Problems with one object, each a sentence naming `where`; empty when it is valid."""
+    problems: list[str] = []
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not isinstance(api_version, str) or not api_version:
+        problems.append(f"{where}: missing apiVersion")
+    elif api_version.count("/") > 1 or api_version.endswith("/"):
+        problems.append(f"{where}: invalid apiVersion {api_version!r}")
+    if not isinstance(kind, str) or not kind:
+        problems.append(f"{where}: missing kind")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        problems.append(f"{where}: missing metadata")
+        return problems
+    name, namespace = meta.get("name"), meta.get("namespace")
+    label = f"{where} ({kind or '?'} {name or '?'})"
+    if not isinstance(name, str) or not name:
+        problems.append(
+            f"{label}: missing metadata.name (generateName is not supported: "
+            "a declarative artifact needs stable names)"
+        )
+    elif kind in _PATH_SEGMENT_NAME_KINDS:
+        if name in (".", "..") or "/" in name or "%" in name:
+            problems.append(f"{label}: invalid name {name!r}")
+    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        problems.append(
+            f"{label}: invalid name {name!r}: must be a DNS subdomain "
+            "(lowercase letters, digits, '-' and '.', at most 253 characters)"
+        )
+    if namespace is not None and (
+        not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63
+    ):
+        problems.append(f"{label}: invalid namespace {namespace!r}")
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is not None and (
+            not isinstance(value, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            problems.append(f"{label}: metadata.{field} must map strings to strings")
+    return problems
+
+
+def check_objects(located: Iterable[tuple[Obj, str]]) -> list[Obj]:
+    """Validate every object and reject duplicates; report every problem at once."""
+    problems: list[str] = []
+    seen: dict[tuple[str, str, str, str], str] = {}
+    objects: list[Obj] = []
+    for obj, where in located:
+        found = validate(obj, where)
+        problems.extend(found)
+        if found:
+            continue
+        oid = object_id(obj)
+        if oid.identity() in seen:
+            problems.append(
+                f"duplicate object {oid.group_kind} {oid.namespace or '-'}/{oid.name}:"
+                f" defined in {seen[oid.identity()]} and in {where}"
+            )
+            continue
+        seen[oid.identity()] = where
+        objects.append(obj)
+    if problems:
+        raise InputError(f"{len(problems)} invalid object(s):\n  " + "\n  ".join(problems))
+    return objects
+
+
+# -- canonical form --------------------------------------------------------------------------
+
+# Apply order, as in Flux's ssa and Helm: what others depend on comes first. Kinds not listed
+# sort after these, before the admission webhooks that could otherwise block them.
+_KIND_ORDER = [
+    "CustomResourceDefinition",
+    "Namespace",
+    "ResourceQuota",
+    "StorageClass",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "PodDisruptionBudget",
+    "PriorityClass",
+    "ServiceAccount",
+    "Secret",
+    "SecretList",
+    "ConfigMap",
+    "RuntimeClass",
+    "IngressClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ClusterRole",
+    "ClusterRoleList",
+    "ClusterRoleBinding",
+    "ClusterRoleBindingList",
+    "Role",
+    "RoleList",
+    "RoleBinding",
+    "RoleBindingList",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "Ingress",
+    "APIService",
+]
+_LAST_KINDS = ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
+_RANK = {kind: i for i, kind in enumerate(_KIND_ORDER)}
+_LAST_RANK = {kind: len(_KIND_ORDER) + 1 + i for i, kind in enumerate(_LAST_KINDS)}
+
+
+def kind_rank(kind: str) -> int:
+    return _RANK.get(kind, _LAST_RANK.get(kind, len(_KIND_ORDER)))
+
+
+def sort_key(obj: Obj) -> tuple[int, str, str, str, str]:
+    oid = object_id(obj)
+    return (kind_rank(oid.kind), oid.group, oid.kind, oid.namespace, oid.name)
+
+
+def canonical_order(objects: Iterable[Obj]) -> list[Obj]:
+    return sorted(objects, key=sort_key)
+
+
+_TOP_KEYS = ("apiVersion", "kind", "metadata")
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def normalise(obj: Obj) -> Obj:
+    """Stable key order: apiVersion, kind, metadata first, everything else sorted. List order
+    is meaning (containers, args) and is kept."""
+    head = {k: _sorted(obj[k]) for k in _TOP_KEYS if k in obj}
+    tail = {k: _sorted(obj[k]) for k in sorted(obj) if k not in _TOP_KEYS}
+    return {**head, **tail}
+
+
+class _CanonicalDumper(yaml.SafeDumper):
+    """Block style, no aliases, long strings unwrapped: stable output for any input."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_CanonicalDumper.add_representer(str, _str_representer)
+
+
+def dump_stream(objects: Iterable[Obj]) -> str:
+    """The canonical multi-document YAML stream of already-normalised, ordered objects."""
+    docs = [
+        yaml.dump(
+            obj,
+            Dumper=_CanonicalDumper,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=1 << 20,
+        )
+        for obj in objects
+    ]
+    return "---\n" + "---\n".join(docs) if docs else ""
