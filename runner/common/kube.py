@@ -1,0 +1,360 @@
+"""A thin Kubernetes client: configuration from the official `kubernetes` package (kubeconfig,
+contexts, exec plugins, in-cluster service accounts, token + CA), raw JSON requests, and
+discovery cached per cluster.
+
+Objects stay plain dicts. Errors become `KubeError` values carrying the API Status (reason,
+message, causes) so callers can explain conflicts and invalid fields; nothing here ever puts a
+token or a request body into a message.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from runner.common.errors import InputError, RemoteError
+from runner.common.objects import Obj, ObjectId
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which cluster, and as whom. A token is never logged or echoed."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    server: str | None = None
+    ca_file: str | None = None
+    token: str | None = field(default=None, repr=False)
+    insecure_skip_tls_verify: bool = False
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An API resource as discovery describes it."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    verbs: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def collection_path(self, namespace: str | None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            return f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+    def object_path(self, namespace: str | None, name: str) -> str:
+        return f"{self.collection_path(namespace)}/{quote(name, safe='')}"
+
+
+class KubeError(Exception):
+    """A non-2xx answer from the API server, with its Status document."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        causes: list[dict[str, Any]],
+        details: dict[str, Any],
+    ):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.causes = causes
+        self.details = details
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def is_conflict(self) -> bool:
+        return self.status == 409 and self.reason == "Conflict"
+
+    @property
+    def is_invalid(self) -> bool:
+        return self.status == 422
+
+    @property
+    def is_immutable(self) -> bool:
+        return (
+            (self.is_invalid
+            and any("immutable" in str(c.get("message", "")) for c in self.causes))
+            or "field is immutable" in self.message
+        )
+
+
+class KubeClient:
+    def __init__(self, target: Target, *, pool_size: int = 16, timeout: float = 60.0):
+        self.target = target
+        self.timeout = timeout
+        configuration = _configuration(target)
+        configuration.connection_pool_maxsize = pool_size
+        # urllib3 retries would hide an unreachable server behind minutes of back-off.
+        configuration.retries = False
+        self.host = configuration.host
+        self.api = k8s_client.ApiClient(configuration)
+        self.default_namespace = _context_namespace(target) or "default"
+        self._resources: dict[tuple[str, str, str], Resource] | None = None
+        self._group_versions: dict[str, list[Resource]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.api.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        elif body is not None:
+            headers["Content-Type"] = "application/json"
+        url_path = path + ("?" + urlencode(query, doseq=True) if query else "")
+        _, url, header_params, _, _ = self.api.param_serialize(
+            method, url_path, header_params=headers, auth_settings=["BearerToken"]
+        )
+        try:
+            response = self.api.call_api(
+                method, url, header_params=header_params, body=body, _request_timeout=self.timeout
+            )
+            data = response.read()
+        except urllib3.exceptions.SSLError:
+            raise RemoteError(
+                f"TLS handshake with the API server {self.host} failed",
+                hint="check the CA in your kubeconfig",
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise RemoteError(
+                f"cannot reach the API server {self.host}: {type(e).__name__}",
+                hint="check the kubeconfig/context and that the cluster is up",
+            ) from None
+        if response.status in (401,):
+            raise RemoteError(
+                f"the API server {self.host} rejected our credentials (401)",
+                hint="refresh the kubeconfig credentials or token",
+            )
+        if not 200 <= response.status < 300:
+            raise _kube_error(response.status, data)
+        return json.loads(data) if data else None
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
+        try:
+            found: Obj = self.request("GET", resource.object_path(namespace, name))
+        except KubeError as e:
+            if e.is_not_found:
+                return None
+            raise
+        return found
+
+    def list(
+        self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> builtins.list[Obj]:
+        query: dict[str, Any] = {"limit": 500}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        items: builtins.list[Obj] = []
+        while True:
+            page = self.request("GET", resource.collection_path(namespace), query=query)
+            for item in page.get("items", []):
+                # LIST items carry no apiVersion/kind; put them back so items are whole objects.
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", resource.kind)
+                items.append(item)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            query["continue"] = token
+
+    def apply(
+        self,
+        resource: Resource,
+        obj: Obj,
+        *,
+        field_manager: str,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> Obj:
+        meta = obj["metadata"]
+        query: dict[str, Any] = {"fieldManager": field_manager, "fieldValidation": "Strict"}
+        if force:
+            query["force"] = "true"
+        if dry_run:
+            query["dryRun"] = "All"
+        result: Obj = self.request(
+            "PATCH",
+            resource.object_path(meta.get("namespace"), meta["name"]),
+            query=query,
+            body=obj,
+            content_type=APPLY_PATCH,
+        )
+        return result
+
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: str = "Background",
+        dry_run: bool = False,
+        uid: str | None = None,
+    ) -> bool:
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": propagation,
+        }
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        query = {"dryRun": "All"} if dry_run else None
+        try:
+            self.request("DELETE", resource.object_path(namespace, name), query=query, body=body)
+        except KubeError as e:
+            if e.is_not_found:
+                return False
+            raise
+        return True
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _load_group_version(self, api_version: str) -> builtins.list[Resource]:
+        with self._lock:
+            if api_version in self._group_versions:
+                return self._group_versions[api_version]
+        group, _, version = api_version.rpartition("/")
+        path = f"/apis/{api_version}" if group else f"/api/{version}"
+        try:
+            doc = self.request("GET", path)
+        except KubeError as e:
+            if e.is_not_found:
+                doc = {"resources": []}
+            else:
+                raise
+        resources = [
+            Resource(
+                group,
+                version,
+                r["kind"],
+                r["name"],
+                bool(r.get("namespaced")),
+                tuple(r.get("verbs", [])),
+            )
+            for r in doc.get("resources", [])
+            if "/" not in r["name"]
+        ]
+        with self._lock:
+            self._group_versions[api_version] = resources
+        return resources
+
+    def resource_for(self, api_version: str, kind: str) -> Resource | None:
+        """The resource serving apiVersion/kind, or None when the cluster has no such kind."""
+        for resource in self._load_group_version(api_version):
+            if resource.kind == kind:
+                return resource
+        return None
+
+    def forget(self, api_version: str) -> None:
+        """Drop cached discovery for a group/version (after its CRD was created)."""
+        with self._lock:
+            self._group_versions.pop(api_version, None)
+
+    def resource_of(self, oid: ObjectId) -> Resource:
+        resource = self.resource_for(oid.api_version, oid.kind)
+        if resource is None:
+            raise InputError(f"the cluster does not serve {oid.kind} in {oid.api_version}")
+        return resource
+
+
+def _configuration(target: Target) -> k8s_client.Configuration:
+    configuration = k8s_client.Configuration()
+    try:
+        if target.server:
+            configuration.host = target.server
+            if target.ca_file:
+                configuration.ssl_ca_cert = target.ca_file
+            if target.token:
+                configuration.api_key = {"authorization": f"Bearer {target.token}"}
+            configuration.verify_ssl = not target.insecure_skip_tls_verify
+        elif target.in_cluster:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        else:
+            k8s_config.load_kube_config(
+                config_file=target.kubeconfig,
+                context=target.context,
+                client_configuration=configuration,
+            )
+    except k8s_config.ConfigException as e:
+        # The message names files and contexts, never credentials.
+        raise InputError(
+            f"cannot load the cluster configuration: {e}",
+            hint="pass --kubeconfig/--context, or set KUBECONFIG",
+        ) from None
+    except FileNotFoundError as e:
+        raise InputError(
+            f"cannot load the cluster configuration: {e.filename} does not exist",
+            hint="pass --kubeconfig, or set KUBECONFIG",
+        ) from None
+    return configuration
+
+
+def _context_namespace(target: Target) -> str | None:
+    if target.server or target.in_cluster:
+        return None
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(config_file=target.kubeconfig)
+    except (k8s_config.ConfigException, OSError):
+        return None
+    chosen = (
+        next((c for c in contexts if c["name"] == target.context), None)
+        if target.context
+        else active
+    )
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
+
+
+def _kube_error(status: int, data: bytes) -> KubeError:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    details = doc.get("details") or {}
+    return KubeError(
+        status,
+        str(doc.get("reason") or ""),
+        str(doc.get("message") or f"HTTP {status}"),
+        list(details.get("causes") or []),
+        details,
+    )

@@ -1,0 +1,162 @@
+"""Server-side apply of planned objects: dry-run preflight, staged apply with bounded
+concurrency, conflict reporting and take-over, and recreate on immutable-field errors."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from runner.common.kube import KubeClient, KubeError
+from runner.common.objects import Obj, ObjectId
+from runner.install.resolve import Planned
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    field_manager: str = "lading"
+    force_conflicts: bool = False
+    take_ownership: tuple[str, ...] = ()
+    recreate_on_immutable: bool = False
+    recreate: tuple[str, ...] = ()
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one object: the stored object, or an error a user can act on."""
+
+    planned: Planned
+    result: Obj | None
+    error: str | None = None
+    status: int = 0  # HTTP status of the failure, 0 when it succeeded
+
+
+def parallel(items: Iterable[T], fn: Callable[[T], R], concurrency: int) -> list[R]:
+    items = list(items)
+    if concurrency <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def conflict_managers(error: KubeError) -> dict[str, list[str]]:
+    """manager → fields it owns that our apply would change, from a 409 Status."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for cause in error.causes:
+        match = _CONFLICT_MANAGER.search(str(cause.get("message", "")))
+        if match:
+            found[match.group(1)].append(str(cause.get("field", "")))
+    return dict(found)
+
+
+def describe_error(error: KubeError) -> str:
+    if error.is_conflict:
+        managers = conflict_managers(error)
+        if managers:
+            owned = "; ".join(
+                f"{m} owns {', '.join(sorted(f))}" for m, f in sorted(managers.items())
+            )
+            return (
+                f"conflict: {owned} — pass --force-conflicts to take these fields, or "
+                "--take-ownership MANAGER"
+            )
+    if error.causes and error.is_invalid:
+        details = "; ".join(
+            f"{c.get('field', '')}: {c.get('message', '')}".strip(": ") for c in error.causes
+        )
+        return f"invalid: {details}"
+    return error.message
+
+
+def may_take_over(managers: Iterable[str], allowed: Iterable[str]) -> bool:
+    allowed = tuple(allowed)
+    return bool(allowed) and all(any(m.startswith(a) for a in allowed) for m in managers)
+
+
+def may_recreate(oid: ObjectId, options: ApplyOptions) -> bool:
+    if options.recreate_on_immutable:
+        return True
+    forms = {str(oid), f"{oid.kind}/{oid.name}", f"{oid.kind}/{oid.namespace}/{oid.name}"}
+    return any(fnmatch.fnmatchcase(f, pattern) for pattern in options.recreate for f in forms)
+
+
+def apply_one(
+    client: KubeClient, planned: Planned, options: ApplyOptions, dry_run: bool = False
+) -> Outcome:
+    obj = planned.obj
+    force = options.force_conflicts
+    try:
+        try:
+            return Outcome(
+                planned,
+                client.apply(
+                    planned.resource,
+                    obj,
+                    field_manager=options.field_manager,
+                    force=force,
+                    dry_run=dry_run,
+                ),
+            )
+        except KubeError as e:
+            if (
+                e.is_conflict
+                and not force
+                and may_take_over(conflict_managers(e), options.take_ownership)
+            ):
+                return Outcome(
+                    planned,
+                    client.apply(
+                        planned.resource,
+                        obj,
+                        field_manager=options.field_manager,
+                        force=True,
+                        dry_run=dry_run,
+                    ),
+                )
+            if e.is_immutable and not dry_run and may_recreate(planned.oid, options):
+                return Outcome(planned, recreate(client, planned, options))
+            raise
+    except KubeError as e:
+        message = describe_error(e)
+        if e.is_immutable and not may_recreate(planned.oid, options):
+            message += (
+                " — the object must be recreated: pass --recreate-on-immutable, or "
+                f"--recreate {planned.oid.kind}/{planned.oid.name}"
+            )
+        return Outcome(planned, None, message, e.status)
+
+
+def recreate(
+    client: KubeClient, planned: Planned, options: ApplyOptions, timeout: float = 60.0
+) -> Obj:
+    """Delete (foreground, so dependents go first) and wait until gone, then apply."""
+    oid = planned.oid
+    client.delete(planned.resource, oid.namespace or None, oid.name, propagation="Foreground")
+    deadline = time.monotonic() + timeout
+    while client.get(planned.resource, oid.namespace or None, oid.name) is not None:
+        if time.monotonic() > deadline:
+            raise KubeError(
+                504,
+                "Timeout",
+                f"{oid.kind} {oid.name} was not deleted within {timeout:.0f}s for recreation",
+                [],
+                {},
+            )
+        time.sleep(0.2)
+    return client.apply(
+        planned.resource,
+        planned.obj,
+        field_manager=options.field_manager,
+        force=options.force_conflicts,
+    )

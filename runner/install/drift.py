@@ -1,0 +1,217 @@
+"""Drift: how the live cluster differs from an artifact.
+
+For each object the server answers a forced server-side dry-run apply: "this is what the object
+would be if lading applied the artifact now". Where that differs from the live object, the
+cluster has drifted — unless the field is owned on purpose by someone else: a controller
+writing through a subresource (an HPA setting replicas through `scale`) or another
+declarative tool's apply. Comparison and masking are pure functions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from plans.install import DiffResult, FieldDiff, InstallPlan, ObjectDrift
+from runner.common.kube import KubeClient
+from runner.common.objects import Obj
+from runner.install import inventory as inv
+from runner.install.apply import ApplyOptions, apply_one, parallel
+from runner.install.changes import comparable
+from runner.install.fetch import fetch
+from runner.install.install import NAMESPACES, target_from
+from runner.install.resolve import Planned, resolve
+
+Segment = tuple[str, Any]  # ("f", key) | ("k", item) | ("i", index)
+MASK = "(hidden)"
+
+
+def _path_text(path: list[Segment]) -> str:
+    out = ""
+    for kind, value in path:
+        if kind == "f":
+            out += f".{value}"
+        elif kind == "k":
+            out += f"[name={value.get('name')}]"
+        else:
+            out += f"[{value}]"
+    return out or "."
+
+
+def _named_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(i, dict) and "name" in i for i in value)
+    )
+
+
+def differences(
+    want: Any, have: Any, path: list[Segment] | None = None
+) -> list[tuple[list[Segment], Any, Any]]:
+    """Leaf-level differences between two JSON values. Lists of named items (containers,
+    ports, env) are matched by name; other lists compare whole. Pure."""
+    path = path or []
+    if isinstance(want, dict) and isinstance(have, dict):
+        found = []
+        for key in sorted(set(want) | set(have)):
+            found += differences(want.get(key), have.get(key), [*path, ("f", key)])
+        return found
+    if _named_list(want) and _named_list(have):
+        found = []
+        have_by_name = {i["name"]: i for i in have}
+        want_by_name = {i["name"]: i for i in want}
+        for name in list(want_by_name) + [n for n in have_by_name if n not in want_by_name]:
+            item = want_by_name.get(name) or have_by_name[name]
+            found += differences(
+                want_by_name.get(name), have_by_name.get(name), [*path, ("k", item)]
+            )
+        return found
+    return [] if want == have else [(path, want, have)]
+
+
+def _fields_node(node: Any, segment: Segment) -> Any:
+    kind, value = segment
+    if not isinstance(node, dict):
+        return None
+    if kind == "f":
+        return node.get(f"f:{value}")
+    if kind == "k":
+        for key, child in node.items():
+            if key.startswith("k:"):
+                try:
+                    selector = json.loads(key[2:])
+                except ValueError:
+                    continue
+                if all(value.get(k) == v for k, v in selector.items()):
+                    return child
+        return None
+    return node.get(f"i:{value}")
+
+
+def owns(fields: Any, path: list[Segment]) -> bool:
+    """Does a managedFields fieldsV1 set cover `path`? A leaf ({}) covers everything below."""
+    node = fields
+    for segment in path:
+        if node == {}:
+            return True
+        node = _fields_node(node, segment)
+        if node is None:
+            return False
+    return True
+
+
+def owned_on_purpose(live: Obj, path: list[Segment], manager: str) -> str | None:
+    """The other manager that owns `path` deliberately, if any."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        other = entry.get("manager", "")
+        if other == manager:
+            continue
+        deliberate = entry.get("operation") == "Apply" or bool(entry.get("subresource"))
+        if deliberate and owns(entry.get("fieldsV1") or {}, path):
+            return str(other)
+    return None
+
+
+def _secret_path(obj: Obj, path: list[Segment]) -> bool:
+    return (
+        obj.get("kind") == "Secret"
+        and bool(path)
+        and path[0] in (("f", "data"), ("f", "stringData"))
+    )
+
+
+def mask_secret(obj: Obj) -> Obj:
+    if obj.get("kind") != "Secret":
+        return obj
+    masked = dict(obj)
+    for key in ("data", "stringData"):
+        if isinstance(obj.get(key), dict):
+            masked[key] = dict.fromkeys(obj[key], MASK)
+    return masked
+
+
+def compare(want: Obj, live: Obj, manager: str, oid: str) -> ObjectDrift:
+    """One object's drift report. Pure."""
+    fields = []
+    for path, w, h in differences(comparable(want), comparable(live)):
+        if owned_on_purpose(live, path, manager):
+            continue
+        secret = _secret_path(want, path)
+        fields.append(
+            FieldDiff(
+                path=_path_text(path),
+                want=MASK if secret and w is not None else w,
+                have=MASK if secret and h is not None else h,
+            )
+        )
+    if not fields:
+        return ObjectDrift(id=oid, state="in-sync")
+    return ObjectDrift(
+        id=oid,
+        state="drifted",
+        fields=fields,
+        diff=unified(mask_secret(comparable(live)), mask_secret(comparable(want)), oid),
+    )
+
+
+def unified(have: Obj, want: Obj, name: str) -> str:
+    def text(obj: Obj) -> list[str]:
+        return yaml.safe_dump(obj, sort_keys=True).splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(text(have), text(want), f"live/{name}", f"artifact/{name}"))
+
+
+def diff(plan: InstallPlan, progress: Callable[[str], None]) -> DiffResult:
+    fetched = fetch(plan.artifact, progress)
+    client = KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
+    try:
+        namespace = plan.namespace or client.default_namespace
+        inventory_id = inv.applyset_id(
+            inv.parent_name(plan.inventory or fetched.ref.short_name), namespace
+        )
+        existing = {n["metadata"]["name"] for n in client.list(NAMESPACES)}
+        planned = resolve(fetched.located, client, namespace, existing, True)
+        options = ApplyOptions(
+            field_manager=plan.field_manager, force_conflicts=True, concurrency=plan.concurrency
+        )
+
+        def check(p: Planned) -> ObjectDrift:
+            oid = str(p.oid)
+            if p.kind_pending or p.namespace_pending:
+                return ObjectDrift(id=oid, state="missing")
+            live = client.get(p.resource, p.oid.namespace or None, p.oid.name)
+            if live is None:
+                return ObjectDrift(id=oid, state="missing")
+            member = Planned(
+                inv.label_member(p.obj, inventory_id),
+                p.oid,
+                p.resource,
+                p.stage,
+                p.where,
+                False,
+                False,
+            )
+            outcome = apply_one(client, member, options, dry_run=True)
+            if outcome.result is None:
+                return ObjectDrift(
+                    id=oid,
+                    state="drifted",
+                    fields=[FieldDiff(path=".", want=outcome.error, have=None)],
+                )
+            return compare(outcome.result, live, plan.field_manager, oid)
+
+        reports = parallel(planned, check, plan.concurrency)
+    finally:
+        client.close()
+    reports.sort(key=lambda r: r.id)
+    return DiffResult(
+        digest=fetched.ref.digest or "",
+        ref=fetched.ref.pinned(),
+        in_sync=all(r.state == "in-sync" for r in reports),
+        objects=reports,
+    )

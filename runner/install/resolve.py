@@ -1,0 +1,117 @@
+"""Mapping each object to the API resource that serves it, and placing it in a namespace.
+
+Kinds whose CustomResourceDefinition is in the same artifact resolve from that CRD: they do
+not exist in the cluster until the first stage has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runner.common.errors import InputError
+from runner.common.kube import KubeClient, Resource
+from runner.common.objects import Obj, ObjectId, object_id
+from runner.install.order import stage_of
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One object ready to apply: its final form, identity, resource and stage."""
+
+    obj: Obj
+    oid: ObjectId
+    resource: Resource
+    stage: str
+    where: str
+    kind_pending: bool  # served by a CRD from this artifact that the cluster does not have yet
+    namespace_pending: bool  # lives in a Namespace this artifact creates
+
+
+def crd_resources(objects: list[Obj]) -> dict[tuple[str, str], Resource]:
+    """(apiVersion, kind) → Resource for every served version of every CRD in `objects`."""
+    found: dict[tuple[str, str], Resource] = {}
+    for obj in objects:
+        if obj.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = obj.get("spec") or {}
+        names = spec.get("names") or {}
+        group, kind, plural = spec.get("group", ""), names.get("kind", ""), names.get("plural", "")
+        for version in spec.get("versions") or []:
+            if version.get("served", True):
+                api_version = f"{group}/{version.get('name')}"
+                found[(api_version, kind)] = Resource(
+                    group,
+                    str(version.get("name")),
+                    kind,
+                    plural,
+                    spec.get("scope", "Namespaced") == "Namespaced",
+                )
+    return found
+
+
+def resolve(
+    located: list[tuple[Obj, str]],
+    client: KubeClient,
+    default_namespace: str,
+    existing_namespaces: set[str],
+    create_namespace: bool,
+) -> list[Planned]:
+    """Resolve every object, collecting every problem before raising one InputError.
+    `create_namespace` promises the default namespace will be created if missing."""
+    objects = [obj for obj, _ in located]
+    from_crds = crd_resources(objects)
+    created_namespaces = {
+        str(object_id(o).name)
+        for o in objects
+        if o.get("kind") == "Namespace" and o.get("apiVersion") == "v1"
+    }
+    problems: list[str] = []
+    planned: list[Planned] = []
+    for obj, where in located:
+        oid = object_id(obj)
+        resource = client.resource_for(oid.api_version, oid.kind)
+        pending = False
+        if resource is None:
+            resource = from_crds.get((oid.api_version, oid.kind))
+            pending = resource is not None
+        if resource is None:
+            problems.append(
+                f"{where}: the cluster has no {oid.kind} in {oid.api_version} and "
+                "no CustomResourceDefinition in the artifact defines it"
+            )
+            continue
+        meta = dict(obj["metadata"])
+        if resource.namespaced:
+            meta["namespace"] = meta.get("namespace") or default_namespace
+        elif meta.get("namespace"):
+            problems.append(
+                f"{where}: {oid.kind} {oid.name} is cluster-scoped but names "
+                f"namespace {meta['namespace']!r}; remove metadata.namespace"
+            )
+            continue
+        final = {**obj, "metadata": meta}
+        namespace = str(meta.get("namespace") or "")
+        namespace_pending = bool(namespace) and namespace not in existing_namespaces
+        promised = created_namespaces | ({default_namespace} if create_namespace else set())
+        if namespace_pending and namespace not in promised:
+            problems.append(
+                f"{where}: namespace {namespace!r} does not exist; add a Namespace "
+                "to the artifact or pass --create-namespace"
+            )
+            continue
+        planned.append(
+            Planned(
+                final,
+                object_id(final),
+                resource,
+                stage_of(oid, resource.namespaced),
+                where,
+                pending,
+                namespace_pending,
+            )
+        )
+    if problems:
+        raise InputError(
+            f"{len(problems)} object(s) cannot be installed:\n  " + "\n  ".join(problems)
+        )
+    return planned
