@@ -27,6 +27,7 @@ from runner.dev.endpoints import ClusterEndpoint
 from runner.dev.process import ProcessRecord
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+POD_CIDR = "10.244.0.1/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 FAKE_NODE = "kwok-node-0"
 # kwok manages only nodes carrying this annotation, never a node it did not get told about.
@@ -255,6 +256,9 @@ def start_rollout(cp: ControlPlane, *, timeout: float = STARTUP_TIMEOUT) -> Cont
             kwok_bin, f"--kubeconfig={kwok_config}", f"--config={KWOK_STAGES}",
             "--manage-nodes-with-annotation-selector=" + "=".join(KWOK_NODE_ANNOTATION),
             "--node-ip=127.0.0.1",
+            # kwok hands out fake pod IPs from this range; its default /24 runs out in long
+            # test sessions.
+            f"--cidr={POD_CIDR}",
         ], logs))
         api = _Api(server, cp.pki_dir)
         api.create("/api/v1/nodes", fake_node(FAKE_NODE))
