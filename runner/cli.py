@@ -28,8 +28,11 @@ def _register() -> None:
     # Verb modules import heavy libraries (kubernetes, oras); importing them here rather than at
     # module top keeps `lading --help` fast and avoids import cycles with the verb modules.
     from runner.dev.cli import dev
+    from runner.install.cli import COMMANDS as INSTALL_COMMANDS
 
     cli.add_command(dev)
+    for command in INSTALL_COMMANDS:
+        cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -256,6 +256,10 @@ def start_rollout(cp: ControlPlane, *, timeout: float = STARTUP_TIMEOUT) -> Cont
             kwok_bin, f"--kubeconfig={kwok_config}", f"--config={KWOK_STAGES}",
             "--manage-nodes-with-annotation-selector=" + "=".join(KWOK_NODE_ANNOTATION),
             "--node-ip=127.0.0.1",
+            # Heartbeat through a node Lease: kwok's status-only heartbeat comes every ~55s,
+            # later than the node lifecycle controller's 50s grace period, so without a
+            # lease the node flaps NotReady and every pod on it with it.
+            "--node-lease-duration-seconds=40",
             # kwok hands out fake pod IPs from this range; its default /24 runs out in long
             # test sessions.
             f"--cidr={POD_CIDR}",

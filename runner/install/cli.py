@@ -1,0 +1,244 @@
+"""`lading install | diff | uninstall | rollback`: flags → InstallPlan → one function → result."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from plans.common import read_document, validate_document
+from plans.install import DiffResult, InstallPlan, InstallResult
+from runner.common.cliopts import (
+    cluster_options,
+    fmt,
+    given,
+    output_options,
+    progress_for,
+    registry_flags,
+    set_path,
+)
+from runner.common.errors import InputError
+from runner.common.output import emit
+
+# flag name → InstallPlan field (dotted)
+_FLAG_FIELDS = {
+    "namespace": "namespace", "create_namespace": "create_namespace",
+    "field_manager": "field_manager", "inventory": "inventory", "prune": "prune",
+    "wait": "wait", "timeout": "timeout", "force_conflicts": "force_conflicts",
+    "take_ownership": "take_ownership", "recreate_on_immutable": "recreate_on_immutable",
+    "recreate": "recreate", "dry_run": "dry_run", "concurrency": "concurrency",
+    "allow_empty": "allow_empty", "kubeconfig": "target.kubeconfig",
+    "context": "target.context", "plain_http": "artifact.plain_http",
+    "ca_file": "artifact.ca_file",
+}
+
+
+def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> InstallPlan:
+    document: dict[str, Any] = {}
+    if plan_file:
+        raw = read_document(None if plan_file == "-" else Path(plan_file),
+                            sys.stdin.read() if plan_file == "-" else None)
+        if not isinstance(raw, dict):
+            raise InputError(f"plan {plan_file} must be a mapping")
+        document = raw
+    elif ref:
+        # A reference typed by a person may be a tag: resolve it once, then use the digest.
+        document = {"artifact": {"ref": ref, "allow_tag": True}}
+    else:
+        raise click.UsageError("give an artifact reference or -f PLAN")
+    if plan_file and ref:
+        raise click.UsageError("give either REF or -f PLAN, not both")
+    for flag, dotted in _FLAG_FIELDS.items():
+        if flag in ctx.params and given(ctx, flag):
+            value = ctx.params[flag]
+            set_path(document, dotted, list(value) if isinstance(value, tuple) else value)
+    return validate_document(InstallPlan, document, f"install plan {plan_file or ''}".strip())
+
+
+def install_options(fn: Any) -> Any:
+    options = [
+        click.option("-n", "--namespace", help="Namespace for namespaced objects without one; "
+                     "also holds the inventory."),
+        click.option("--create-namespace", is_flag=True, help="Create the namespace if missing."),
+        click.option("--field-manager", default="lading", show_default=True),
+        click.option("--inventory", help="Inventory name (default: the repository's last path "
+                     "component)."),
+        click.option("--prune/--no-prune", default=True, show_default=True,
+                     help="Delete inventory members the artifact no longer holds."),
+        click.option("--allow-empty", is_flag=True, help="Let an empty artifact prune all."),
+        click.option("--wait/--no-wait", default=True, show_default=True,
+                     help="Wait for readiness."),
+        click.option("--timeout", default="5m", show_default=True, help="Wait timeout."),
+        click.option("--force-conflicts", is_flag=True,
+                     help="Take fields other managers own."),
+        click.option("--take-ownership", multiple=True, metavar="MANAGER",
+                     help="Take fields from this manager only (prefix, e.g. kubectl, helm)."),
+        click.option("--recreate-on-immutable", is_flag=True,
+                     help="Recreate objects whose immutable fields change."),
+        click.option("--recreate", multiple=True, metavar="KIND/NAME",
+                     help="Recreate this object if an immutable field changes."),
+        click.option("--dry-run", is_flag=True, help="Report what would change; write nothing."),
+        click.option("--concurrency", type=int, default=8, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _render_install(result: InstallResult) -> str:
+    head = (f"{result.operation} {result.status}"
+            + (" (dry run)" if result.dry_run else "")
+            + f": {result.ref or '-'}\n  inventory {result.namespace}/{result.inventory}, "
+            + ", ".join(f"{n} {a}" for a, n in result.summary.items() if n)
+            + f" in {result.durations.get('total', 0):.1f}s")
+    lines = [head]
+    for action in ("failed", "created", "configured", "deleted", "skipped", "unchanged"):
+        group = [c for c in result.changes if c.action == action]
+        if not group:
+            continue
+        lines.append(f"{action}:")
+        for change in group[:200]:
+            lines.append(f"  {change.id}" + (f"\n    {change.error}" if change.error else ""))
+        if len(group) > 200:
+            lines.append(f"  … and {len(group) - 200} more")
+    if result.error:
+        lines.append(f"error: {result.error}")
+    return "\n".join(lines)
+
+
+def _emit_install(run: Any, output: str) -> None:
+    from runner.install.install import InstallFailed
+
+    try:
+        result = run()
+    except InstallFailed as e:
+        emit(e.result, fmt(output), _render_install)
+        sys.exit(e.exit_code)
+    emit(result, fmt(output), _render_install)
+
+
+@click.command("install")
+@click.argument("ref", required=False)
+@click.option("-f", "--plan", "plan_file", help="InstallPlan file (YAML/JSON), or - for stdin.")
+@install_options
+@cluster_options
+@registry_flags
+@output_options
+@click.pass_context
+def install_cmd(ctx: click.Context, /, ref: str | None, plan_file: str | None, output: str,
+                quiet: bool, verbose: bool, **_: Any) -> None:
+    """Install an artifact by digest with server-side apply.
+
+    \b
+    Examples:
+      lading install localhost:5000/shop/app@sha256:… -n shop --create-namespace
+      lading install -f plans/examples/install.yaml -o json
+      lading install oci-layout:./carry@sha256:… --dry-run
+    """
+    from runner.install.install import install
+
+    plan = build_plan(ctx, plan_file, ref)
+    _emit_install(lambda: install(plan, progress=progress_for(quiet, verbose)), output)
+
+
+def _render_diff(result: DiffResult) -> str:
+    if result.in_sync:
+        return f"in sync: {result.ref} ({len(result.objects)} objects)"
+    lines = [f"drift: {result.ref}"]
+    for obj in result.objects:
+        if obj.state == "in-sync":
+            continue
+        lines.append(f"{obj.state}: {obj.id}")
+        if obj.diff:
+            lines.append(obj.diff.rstrip("\n"))
+        elif obj.fields:
+            lines.extend(f"  {f.path}: want {f.want!r}, have {f.have!r}" for f in obj.fields)
+    return "\n".join(lines)
+
+
+@click.command("diff")
+@click.argument("ref", required=False)
+@click.option("-f", "--plan", "plan_file", help="InstallPlan file (YAML/JSON).")
+@click.option("-n", "--namespace")
+@click.option("--field-manager", default="lading", show_default=True)
+@click.option("--inventory")
+@cluster_options
+@registry_flags
+@output_options
+@click.pass_context
+def diff_cmd(ctx: click.Context, /, ref: str | None, plan_file: str | None, output: str,
+             quiet: bool, verbose: bool, **_: Any) -> None:
+    """Compare the live cluster with an artifact. Exit 0 in sync, 1 drift, 2+ error.
+
+    \b
+    Example:
+      lading diff localhost:5000/shop/app@sha256:… -n shop
+    """
+    from runner.install.drift import diff
+
+    plan = build_plan(ctx, plan_file, ref)
+    result = diff(plan, progress_for(quiet, verbose))
+    emit(result, fmt(output), _render_diff)
+    ctx.exit(0 if result.in_sync else 1)
+
+
+@click.command("uninstall")
+@click.option("--inventory", required=True, help="Inventory to remove.")
+@click.option("-n", "--namespace")
+@click.option("--dry-run", is_flag=True)
+@cluster_options
+@output_options
+def uninstall_cmd(inventory: str, namespace: str | None, dry_run: bool, kubeconfig: str | None,
+                  context: str | None, output: str, quiet: bool, verbose: bool) -> None:
+    """Delete everything an inventory installed, then the inventory.
+
+    \b
+    Example:
+      lading uninstall --inventory app -n shop
+    """
+    from plans.install import TargetSpec
+    from runner.install.uninstall import uninstall
+
+    target = TargetSpec(kubeconfig=kubeconfig, context=context)
+    result = uninstall(target, inventory, namespace, dry_run=dry_run,
+                       progress=progress_for(quiet, verbose))
+    emit(result, fmt(output), _render_install)
+    if result.status == "failed":
+        sys.exit(1)
+
+
+@click.command("rollback")
+@click.option("--inventory", required=True, help="Inventory to roll back.")
+@click.option("-n", "--namespace")
+@click.option("--field-manager", default="lading", show_default=True)
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--timeout", default="5m", show_default=True)
+@click.option("--force-conflicts", is_flag=True)
+@click.option("--dry-run", is_flag=True)
+@cluster_options
+@registry_flags
+@output_options
+@click.pass_context
+def rollback_cmd(ctx: click.Context, /, output: str, quiet: bool, verbose: bool,
+                 **_: Any) -> None:
+    """Reinstall the digest the inventory held before the current one.
+
+    \b
+    Example:
+      lading rollback --inventory app -n shop
+    """
+    from runner.install.rollback import rollback
+
+    # The reference comes from the inventory's history; this placeholder is never fetched.
+    document: dict[str, Any] = {"artifact": {"ref": "oci-layout:unused@sha256:" + "0" * 64}}
+    for flag, dotted in _FLAG_FIELDS.items():
+        if flag in ctx.params and given(ctx, flag):
+            set_path(document, dotted, ctx.params[flag])
+    document["inventory"] = ctx.params["inventory"]
+    plan = validate_document(InstallPlan, document, "rollback options")
+    _emit_install(lambda: rollback(plan, progress_for(quiet, verbose)), output)
+
+
+COMMANDS = (install_cmd, diff_cmd, uninstall_cmd, rollback_cmd)
