@@ -351,6 +351,11 @@ def _kube_error(status: int, data: bytes) -> KubeError:
     if not isinstance(doc, dict):
         doc = {}
     details = doc.get("details") or {}
+    message = str(doc.get("message") or "")
+    if status == 500 and "failed to create typed patch object" in message:
+        # The API server answers a type error in an apply patch (a string where the schema
+        # wants a number) with 500; it is the caller's invalid object, so call it that.
+        status, doc["reason"] = 422, "Invalid"
     return KubeError(
         status,
         str(doc.get("reason") or ""),

@@ -124,7 +124,10 @@ def apply_one(
                         dry_run=dry_run,
                     ),
                 )
-            if e.is_immutable and not dry_run and may_recreate(planned.oid, options):
+            if e.is_immutable and may_recreate(planned.oid, options):
+                # A dry-run cannot show a recreation; the real apply performs it.
+                if dry_run:
+                    return Outcome(planned, None)
                 return Outcome(planned, recreate(client, planned, options))
             raise
     except KubeError as e:
@@ -140,9 +143,11 @@ def apply_one(
 def recreate(
     client: KubeClient, planned: Planned, options: ApplyOptions, timeout: float = 60.0
 ) -> Obj:
-    """Delete (foreground, so dependents go first) and wait until gone, then apply."""
+    """Delete and wait until gone, then apply. Background propagation: the object goes at
+    once and the garbage collector (if the cluster runs one) cleans up its dependents; a
+    foreground delete would hang forever on a cluster without one."""
     oid = planned.oid
-    client.delete(planned.resource, oid.namespace or None, oid.name, propagation="Foreground")
+    client.delete(planned.resource, oid.namespace or None, oid.name, propagation="Background")
     deadline = time.monotonic() + timeout
     while client.get(planned.resource, oid.namespace or None, oid.name) is not None:
         if time.monotonic() > deadline:

@@ -304,12 +304,9 @@ def _dry_run_result(
 ) -> InstallResult:
     live = _live_state(client, [o.planned for o in dry], run.plan.concurrency)
     for o in dry:
-        assert o.result is not None
-        run.record(
-            o.planned.oid,
-            classify(o.result, live.get(o.planned.oid), run.plan.field_manager),
-            o.planned.stage,
-        )
+        action = (classify(o.result, live.get(o.planned.oid), run.plan.field_manager)
+                  if o.result is not None else "configured")  # None: would be recreated
+        run.record(o.planned.oid, action, o.planned.stage)
     for p in planned:
         if p.kind_pending or p.namespace_pending:
             run.record(p.oid, "created", p.stage)
@@ -420,9 +417,10 @@ def _apply_stages(
         todo: list[tuple[Planned, str]] = []
         for p in items:
             result = would_be.get(p.oid)
-            action = (
-                classify(result, live.get(p.oid), options.field_manager) if result else "created"
-            )
+            if result is not None:
+                action = classify(result, live.get(p.oid), options.field_manager)
+            else:  # no dry-run answer: pending until now, or to be recreated
+                action = "configured" if p.oid in live else "created"
             if action == "unchanged":
                 run.record(p.oid, "created" if p.oid in run.precreated else "unchanged", stage)
             else:
