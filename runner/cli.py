@@ -8,7 +8,9 @@ import sys
 import click
 
 from runner import __version__
+from runner.common.cliopts import current_log_format
 from runner.common.errors import LadingError, exit_code
+from runner.common.output import report_error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,10 +29,15 @@ def cli() -> None:
 def _register() -> None:
     # Verb modules import heavy libraries (kubernetes, oras); importing them here rather than at
     # module top keeps `lading --help` fast and avoids import cycles with the verb modules.
+    from runner.completion import completion_cmd
     from runner.dev.cli import dev
     from runner.install.cli import COMMANDS as INSTALL_COMMANDS
+    from runner.run import run_cmd
+    from runner.schema import schema_cmd
 
     cli.add_command(dev)
+    for extra in (run_cmd, schema_cmd, completion_cmd):
+        cli.add_command(extra)
     for command in INSTALL_COMMANDS:
         cli.add_command(command)
 
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(2)
     except LadingError as e:
-        click.echo(f"error: {e}", err=True)
+        report_error(str(e), current_log_format(), exit_code(e))
         sys.exit(exit_code(e))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

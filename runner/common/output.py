@@ -6,16 +6,24 @@ else (progress, logs, warnings) goes to stderr.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import re
 import sys
 import time
+import weakref
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import yaml
 from pydantic import BaseModel
 
 OutputFormat = Literal["text", "json", "yaml"]
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+Level = Literal["debug", "info", "warning", "error"]
 
 
 def to_document(result: BaseModel | dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +39,8 @@ def emit(
     stream: TextIO | None = None,
 ) -> None:
     out = stream or sys.stdout
+    # A live progress line on the same terminal would otherwise run into the result.
+    finish_live()
     if fmt == "json":
         out.write(json.dumps(to_document(result), indent=2, sort_keys=False) + "\n")
     elif fmt == "yaml":
@@ -40,30 +50,166 @@ def emit(
     out.flush()
 
 
-class Progress:
-    """Progress lines on stderr: one line per event, prefixed with elapsed seconds.
+def use_colour(stream: TextIO) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
-    Quiet mode drops them; verbose mode adds detail events.
+
+_RED, _GREEN, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
+
+
+def colour_diff(text: str) -> str:
+    """ANSI colours for a unified diff, as `git diff` shows it: headers bold, hunks cyan,
+    removals red, additions green. Other lines pass through unchanged."""
+    lines = []
+    for line in text.split("\n"):
+        if line.startswith(("---", "+++")):
+            lines.append(f"{_BOLD}{line}{_RESET}")
+        elif line.startswith("@@"):
+            lines.append(f"{_CYAN}{line}{_RESET}")
+        elif line.startswith("-"):
+            lines.append(f"{_RED}{line}{_RESET}")
+        elif line.startswith("+"):
+            lines.append(f"{_GREEN}{line}{_RESET}")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class Progress:
+    """Progress on stderr, in one of three shapes:
+
+    - a terminal gets one live line, rewritten in place for each event (like `docker pull`);
+    - anything else (CI logs, files) gets one line per event, prefixed with elapsed seconds;
+    - `log_format="json"` gets one JSON object per line, `{"time", "level", "event",
+      "message", "elapsed", ...}`, for a control plane that streams a runner's stderr.
+
+    Quiet mode drops everything below warnings; verbose mode adds detail events. Callers only
+    need `progress(message)`; `event=` and extra fields enrich the JSON lines.
     """
 
-    def __init__(self, *, quiet: bool = False, verbose: bool = False, stream: TextIO | None = None):
+    def __init__(
+        self,
+        *,
+        quiet: bool = False,
+        verbose: bool = False,
+        stream: TextIO | None = None,
+        log_format: LogFormat = "text",
+        live: bool | None = None,
+    ):
         self.quiet = quiet
         self.verbose = verbose
         self.stream = stream or sys.stderr
+        self.log_format = log_format
+        if live is None:
+            live = log_format == "text" and _is_terminal(self.stream)
+        self.live = live and log_format == "text"
         self.started = time.monotonic()
+        self._line_open = False
+        if self.live:
+            _LIVE.add(self)
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str, *, event: str = "progress", **fields: Any) -> None:
         if not self.quiet:
-            self._write(message)
+            self._write("info", event, message, fields)
 
-    def detail(self, message: str) -> None:
+    def detail(self, message: str, *, event: str = "detail", **fields: Any) -> None:
         if self.verbose and not self.quiet:
-            self._write(message)
+            self._write("debug", event, message, fields)
 
-    def _write(self, message: str) -> None:
+    def log(self, level: Level, message: str, *, event: str = "log", **fields: Any) -> None:
+        """An event with an explicit level; warnings and errors pass even in quiet mode."""
+        if level in ("warning", "error") or (not self.quiet and (level == "info" or self.verbose)):
+            self._write(level, event, message, fields, keep=level in ("warning", "error"))
+
+    def finish(self) -> None:
+        """End a live line so what follows starts on a fresh line. Idempotent."""
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+
+    def _write(
+        self, level: Level, event: str, message: str, fields: dict[str, Any], keep: bool = False
+    ) -> None:
         elapsed = time.monotonic() - self.started
-        self.stream.write(f"[{elapsed:6.1f}s] {message}\n")
+        if self.log_format == "json":
+            record = {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "level": level,
+                "event": event,
+                "message": message,
+                "elapsed": round(elapsed, 3),
+                **fields,
+            }
+            self.stream.write(json.dumps(record, default=str) + "\n")
+        elif self.live and not keep:
+            # Only the first line of a multi-line message fits a live line; cut it to the
+            # terminal width so the carriage return really rewrites it.
+            first = message.split("\n", 1)[0]
+            text = f"[{elapsed:6.1f}s] {first}"[: _width(self.stream) - 1]
+            self.stream.write(f"\r\x1b[K{text}")
+            self._line_open = True
+        else:
+            self.finish()
+            prefix = "" if level in ("info", "debug") else f"{level}: "
+            self.stream.write(f"[{elapsed:6.1f}s] {prefix}{message}\n")
         self.stream.flush()
+
+
+# Weak, so finished commands (and tests) do not keep their Progress alive.
+_LIVE: weakref.WeakSet[Progress] = weakref.WeakSet()
+
+
+def finish_live() -> None:
+    """Close every open live progress line (before results, errors, or exit)."""
+    for progress in list(_LIVE):
+        progress.finish()
+
+
+atexit.register(finish_live)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+
+
+def _width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def report_error(
+    message: str, log_format: LogFormat, code: int, stream: TextIO | None = None
+) -> None:
+    """How the CLI shows a fatal error: `error: …` for people, a JSON line for control planes."""
+    out = stream or sys.stderr
+    finish_live()
+    if log_format == "json":
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": "error",
+            "event": "error",
+            "message": message,
+            "exit_code": code,
+        }
+        out.write(json.dumps(record) + "\n")
+    else:
+        out.write(f"error: {message}\n")
+    out.flush()
 
 
 def silent(message: str) -> None:
