@@ -30,6 +30,7 @@ def _register() -> None:
     # Verb modules import heavy libraries (kubernetes, oras); importing them here rather than at
     # module top keeps `lading --help` fast and avoids import cycles with the verb modules.
     from runner.completion import completion_cmd
+    from runner.build.cli import COMMANDS as BUILD_COMMANDS
     from runner.dev.cli import dev
     from runner.install.cli import COMMANDS as INSTALL_COMMANDS
     from runner.run import run_cmd
@@ -38,7 +39,7 @@ def _register() -> None:
     cli.add_command(dev)
     for extra in (run_cmd, schema_cmd, completion_cmd):
         cli.add_command(extra)
-    for command in INSTALL_COMMANDS:
+    for command in (*BUILD_COMMANDS, *INSTALL_COMMANDS):
         cli.add_command(command)
 
 
