@@ -29,8 +29,8 @@ def cli() -> None:
 def _register() -> None:
     # Verb modules import heavy libraries (kubernetes, oras); importing them here rather than at
     # module top keeps `lading --help` fast and avoids import cycles with the verb modules.
-    from runner.completion import completion_cmd
     from runner.build.cli import COMMANDS as BUILD_COMMANDS
+    from runner.completion import completion_cmd
     from runner.dev.cli import dev
     from runner.install.cli import COMMANDS as INSTALL_COMMANDS
     from runner.run import run_cmd
