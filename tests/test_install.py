@@ -83,9 +83,12 @@ def test_second_install_of_same_digest_is_unchanged_and_moves_no_resource_versio
     assert first.summary["created"] == 2
     before = {n: kube.get(CONFIGMAPS, ns, n)["metadata"]["resourceVersion"] for n in "ab"}
 
-    second = install(make_plan(ref, ns, control_plane))
+    messages: list[str] = []
+    second = install(make_plan(ref, ns, control_plane), progress=messages.append)
 
     assert set(actions(second).values()) == {"unchanged"}
+    # Certainly-unchanged objects are decided from one LIST, without a dry-run per object.
+    assert "preflight: 2 objects unchanged, server-side dry-run of 0" in messages
     assert second.summary["unchanged"] == 2
     after = {n: kube.get(CONFIGMAPS, ns, n)["metadata"]["resourceVersion"] for n in "ab"}
     assert after == before

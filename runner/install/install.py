@@ -23,7 +23,7 @@ from runner.common.objects import Obj, ObjectId, sort_key
 from runner.common.output import silent
 from runner.install import inventory as inv
 from runner.install.apply import ApplyOptions, Outcome, apply_one, parallel
-from runner.install.changes import classify
+from runner.install.changes import classify, unchanged_without_dry_run
 from runner.install.fetch import Fetched, fetch
 from runner.install.lease import held
 from runner.install.order import STAGES
@@ -188,19 +188,54 @@ def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> 
         inventory_id = inv.applyset_id(inv.parent_name(run.inventory), run.namespace)
         planned = [_as_member(p, inventory_id) for p in planned]
         ready_now = [p for p in planned if not (p.kind_pending or p.namespace_pending)]
-        progress(f"preflight: server-side dry-run of {len(ready_now)} objects")
-        dry = parallel(
-            ready_now, lambda p: apply_one(client, p, options, dry_run=True), plan.concurrency
-        )
-        _fail_on_preflight(run, dry, planned)
+        live = _live_state(client, ready_now, plan.concurrency)
+        would_be, fast = _preflight(client, run, ready_now, live, options, planned)
         if run.namespace not in existing and not plan.dry_run:
             _ensure_namespace(client, run, planned, options)
 
     if plan.dry_run:
-        return _dry_run_result(client, run, planned, dry, operation)
+        return _dry_run_result(client, run, planned, would_be, live, operation)
 
     with held(client, f"lading-{run.inventory}", run.namespace, LOCK_TIMEOUT, progress):
-        return _apply_locked(client, run, planned, dry, options, operation)
+        with run.timed("preflight"):
+            # Another install may have run while we waited for the lock: read the live state
+            # again, and ask the server about anything no longer certainly unchanged.
+            live = _live_state(client, ready_now, plan.concurrency)
+            recheck = [p for p in ready_now if p.oid in fast]
+            again, _ = _preflight(client, run, recheck, live, options, planned)
+            would_be.update(again)
+        return _apply_locked(client, run, planned, would_be, live, options, operation)
+
+
+def _preflight(
+    client: KubeClient,
+    run: Run,
+    items: list[Planned],
+    live: dict[ObjectId, Obj],
+    options: ApplyOptions,
+    planned: list[Planned],
+) -> tuple[dict[ObjectId, Obj | None], set[ObjectId]]:
+    """What each object would become: the live object itself when applying it certainly
+    changes nothing, else the server's dry-run answer (None: it will be recreated). Any
+    dry-run failure ends the install here, before anything is written. Returns the answers
+    and the ids that needed no dry-run."""
+    fast = {
+        p.oid
+        for p in items
+        if unchanged_without_dry_run(p.obj, live.get(p.oid), options.field_manager)
+    }
+    rest = [p for p in items if p.oid not in fast]
+    if items:
+        run.progress(
+            f"preflight: {len(fast)} objects unchanged, server-side dry-run of {len(rest)}"
+        )
+    outcomes = parallel(
+        rest, lambda p: apply_one(client, p, options, dry_run=True), options.concurrency
+    )
+    _fail_on_preflight(run, outcomes, planned)
+    answers: dict[ObjectId, Obj | None] = {oid: live[oid] for oid in fast}
+    answers.update({o.planned.oid: o.result for o in outcomes})
+    return answers, fast
 
 
 def _as_member(p: Planned, inventory_id: str) -> Planned:
@@ -300,16 +335,24 @@ def _live_state(
 
 
 def _dry_run_result(
-    client: KubeClient, run: Run, planned: list[Planned], dry: list[Outcome], operation: str
+    client: KubeClient,
+    run: Run,
+    planned: list[Planned],
+    would_be: dict[ObjectId, Obj | None],
+    live: dict[ObjectId, Obj],
+    operation: str,
 ) -> InstallResult:
-    live = _live_state(client, [o.planned for o in dry], run.plan.concurrency)
-    for o in dry:
-        action = (classify(o.result, live.get(o.planned.oid), run.plan.field_manager)
-                  if o.result is not None else "configured")  # None: would be recreated
-        run.record(o.planned.oid, action, o.planned.stage)
     for p in planned:
         if p.kind_pending or p.namespace_pending:
             run.record(p.oid, "created", p.stage)
+            continue
+        answer = would_be.get(p.oid)
+        action = (
+            classify(answer, live.get(p.oid), run.plan.field_manager)
+            if answer is not None
+            else "configured"
+        )  # None: would be recreated
+        run.record(p.oid, action, p.stage)
     if run.plan.prune:
         current = inv.read(client, run.inventory, run.namespace)
         keep = {p.oid.identity() for p in planned}
@@ -322,7 +365,8 @@ def _apply_locked(
     client: KubeClient,
     run: Run,
     planned: list[Planned],
-    dry: list[Outcome],
+    would_be: dict[ObjectId, Obj | None],
+    live: dict[ObjectId, Obj],
     options: ApplyOptions,
     operation: str,
 ) -> InstallResult:
@@ -338,9 +382,7 @@ def _apply_locked(
     )
     inv.write(client, superset, plan.field_manager)
 
-    would_be = {o.planned.oid: o.result for o in dry if o.result is not None}
     with run.timed("apply"):
-        live = _live_state(client, [o.planned for o in dry], plan.concurrency)
         error = _apply_stages(client, run, planned, would_be, live, options)
 
     if error is None and plan.prune:
@@ -376,7 +418,7 @@ def _apply_stages(
     client: KubeClient,
     run: Run,
     planned: list[Planned],
-    would_be: dict[ObjectId, Obj],
+    would_be: dict[ObjectId, Obj | None],
     live: dict[ObjectId, Obj],
     options: ApplyOptions,
 ) -> str | None:
