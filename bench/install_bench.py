@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,13 +56,16 @@ def generate(count: int, namespace: str) -> list[dict[str, Any]]:
     return objects
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run `cmd`; (wall seconds, peak RSS in MiB) of that process alone."""
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - t0
-    if proc.returncode != 0:
-        sys.exit(f"bench: {' '.join(cmd[:3])} failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"bench: {' '.join(cmd[:3])} failed:\n{stderr[-3000:]}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> int:
@@ -86,6 +88,7 @@ def main() -> int:
         kubectl = str(find_kubectl())
         times: dict[str, list[float]] = {k: [] for k in (
             "lading fresh", "lading unchanged", "kubectl fresh", "kubectl unchanged")}
+        peak: dict[str, float] = {"lading": 0.0, "kubectl": 0.0}
         try:
             for round_ in range(args.rounds):
                 ns_l, ns_k = f"bench-lading-{round_}", f"bench-kubectl-{round_}"
@@ -98,7 +101,10 @@ def main() -> int:
                          "-f", str(manifest)]
                 for label, cmd in (("lading fresh", install), ("lading unchanged", install),
                                    ("kubectl fresh", apply), ("kubectl unchanged", apply)):
-                    times[label].append(timed(cmd, env))
+                    seconds, rss = timed(cmd, env)
+                    times[label].append(seconds)
+                    tool = label.split()[0]
+                    peak[tool] = max(peak[tool], rss)
                     print(f"bench: round {round_ + 1} {label}: {times[label][-1]:.2f}s",
                           file=sys.stderr)
         finally:
@@ -112,8 +118,7 @@ def main() -> int:
     for phase in ("fresh", "unchanged"):
         lt, kt = median[f"lading {phase}"], median[f"kubectl {phase}"]
         print(f"{phase:20}{lt:>9.2f}s{kt:>9.2f}s{kt / lt:>15.2f}x")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS of the largest child process: {peak:.0f} MiB")
+    print(f"peak RSS: lading {peak['lading']:.0f} MiB, kubectl {peak['kubectl']:.0f} MiB")
     return 0
 
 
