@@ -266,6 +266,11 @@ def start_rollout(cp: ControlPlane, *, timeout: float = STARTUP_TIMEOUT) -> Cont
         ], logs))
         api = _Api(server, cp.pki_dir)
         api.create("/api/v1/nodes", fake_node(FAKE_NODE))
+        # Workloads with volume claims (StatefulSets) need somewhere to bind: a default
+        # StorageClass and a pool of pre-made volumes the PV controller hands out.
+        api.create("/apis/storage.k8s.io/v1/storageclasses", STORAGE_CLASS)
+        for i in range(FAKE_VOLUMES):
+            api.create("/api/v1/persistentvolumes", fake_volume(i))
         process.wait_until(lambda: node_ready(api.get(f"/api/v1/nodes/{FAKE_NODE}")),
                            f"node {FAKE_NODE}", [*cp.processes, *added], timeout)
         # Pods are rejected until their namespace's `default` ServiceAccount exists; the
@@ -284,6 +289,36 @@ def start_rollout(cp: ControlPlane, *, timeout: float = STARTUP_TIMEOUT) -> Cont
         "startup_seconds": round(cp.endpoint.startup_seconds + time.monotonic() - started, 2),
     })
     return cp
+
+
+FAKE_VOLUMES = 32
+STORAGE_CLASS: dict[str, Any] = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {
+        "name": "standard",
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    },
+    "provisioner": "kubernetes.io/no-provisioner",
+    "volumeBindingMode": "Immediate",
+    "reclaimPolicy": "Retain",
+}
+
+
+def fake_volume(index: int) -> dict[str, Any]:
+    """A hostPath volume nothing ever mounts: kwok runs no containers."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"kwok-pv-{index:02d}"},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "standard",
+            "hostPath": {"path": f"/nonexistent/lading-kwok-pv-{index:02d}"},
+        },
+    }
 
 
 def fake_node(name: str) -> dict[str, Any]:
