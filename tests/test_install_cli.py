@@ -1,0 +1,137 @@
+"""`lading install | diff | uninstall | rollback` through the real CLI entry point: exit codes,
+machine-readable stdout, and error messages a user can act on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from runner.common.kube import KubeClient, Resource, Target
+from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint
+from tests.artifacts import config_map, namespace_obj, publish, unique
+
+pytestmark = pytest.mark.cluster
+
+CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", True)
+NAMESPACES = Resource("", "v1", "Namespace", "namespaces", False)
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+@pytest.fixture
+def ns(control_plane: ClusterEndpoint) -> Iterator[str]:
+    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
+    name = unique("cli")
+    client.apply(NAMESPACES, namespace_obj(name), field_manager="test-setup")
+    yield name
+    client.delete(NAMESPACES, None, name)
+    client.close()
+
+
+def test_install_json_puts_only_the_result_on_stdout_and_diff_exit_code_tracks_drift(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint, registry: RegistryEndpoint,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tagged = f"{registry.host}/cli/{ns}:v1"
+    pinned = publish([config_map("settings", ns, {"mode": "fast"})], tagged)
+    kube = ["--kubeconfig", str(control_plane.kubeconfig)]
+
+    code, out, err = run(["install", tagged, "-n", ns, "-o", "json", "--no-wait", *kube], capsys)
+
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "succeeded"
+    assert result["ref"] == pinned
+    assert result["inventory"] == ns  # the repository's last path component
+    assert result["summary"]["created"] == 1
+    assert f"resolved {tagged}" in err  # the tag is resolved once, and said so
+
+    code, out, _ = run(["diff", pinned, "-n", ns, "-o", "json", *kube], capsys)
+    assert code == 0
+    assert json.loads(out)["in_sync"] is True
+
+    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
+    client.request("PATCH", CONFIGMAPS.object_path(ns, "settings"),
+                   query={"fieldManager": "kubectl-edit"}, body={"data": {"mode": "slow"}},
+                   content_type="application/merge-patch+json")
+    client.close()
+    code, out, _ = run(["diff", pinned, "-n", ns, *kube], capsys)
+    assert code == 1
+    assert "-  mode: slow" in out
+    assert "+  mode: fast" in out
+
+
+def test_failed_install_prints_the_result_and_exits_1(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
+    client.apply(CONFIGMAPS, config_map("owned", ns, {"k": "theirs"}), field_manager="helm")
+    client.close()
+    ref = publish([config_map("owned", ns, {"k": "ours"})], f"oci-layout:{tmp_path}/a:v1")
+
+    code, out, _ = run(["install", ref, "-n", ns, "-o", "json", "--kubeconfig",
+                        str(control_plane.kubeconfig)], capsys)
+
+    assert code == 1
+    result = json.loads(out)
+    assert result["status"] == "failed"
+    assert "helm owns .data.k" in result["error"]
+    assert [c["action"] for c in result["changes"]] == ["failed"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["install", "not a reference"], "no registry host"),
+    (["install", "oci-layout:/nonexistent/layout@sha256:" + "a" * 64], "not an OCI image layout"),
+    (["install", "localhost:5000/x@sha256:short"], "invalid digest"),
+    (["install"], "give an artifact reference or -f PLAN"),
+    (["install", "-f", "/nonexistent/plan.yaml"], "cannot read plan"),
+    (["install", "oci-layout:/tmp/x:v1", "--timeout", "soon"], "invalid duration"),
+])
+def test_bad_input_exits_2_with_a_message_that_says_what_is_wrong(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(args, capsys)
+    assert code == 2
+    assert message in err
+    assert out == ""
+
+
+def test_unreachable_cluster_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = publish([config_map("x", None, {"k": "1"})], f"oci-layout:{tmp_path}/a:v1")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "dead", "cluster": {"server": "https://127.0.0.1:9",
+                                                  "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token-value"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+    }))
+    code, _, err = run(["install", ref, "-n", "default", "--kubeconfig", str(kubeconfig)],
+                       capsys)
+    assert code == 3
+    assert "cannot reach the API server" in err
+    assert "not-a-real-token-value" not in err
+
+
+def test_plan_file_with_an_unknown_field_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("apiVersion: lading.dev/v1\nkind: InstallPlan\nartifact:\n"
+                    "  ref: oci-layout:/tmp/x@sha256:" + "a" * 64 + "\nprun: false\n")
+    code, _, err = run(["install", "-f", str(plan)], capsys)
+    assert code == 2
+    assert "prun: unknown field" in err
