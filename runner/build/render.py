@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ import yaml
 
 from plans.build import InlineSource, KustomizeSource
 from runner.common.errors import InputError
-from runner.common.objects import parse_stream
+from runner.common.objects import Obj, check_objects, parse_stream
 
 KUSTOMIZE_TIMEOUT = 300
 
@@ -62,7 +63,10 @@ def tool_version(binary: str) -> str:
     except OSError as e:
         raise InputError(f"cannot run {binary}: {e.strerror}") from None
     text = (proc.stdout or proc.stderr).strip().splitlines()
-    return text[0].strip() if text else "unknown"
+    first = text[0].strip() if text else "unknown"
+    # helm prints `version.BuildInfo{Version:"v3.19.5", GitCommit:…}`; keep the version.
+    match = re.search(r'Version:"([^"]+)"', first)
+    return match.group(1) if match else first
 
 
 def kustomize_build(
@@ -121,16 +125,17 @@ def render_kustomize(source: KustomizeSource, base: Path) -> Rendered:
         return Rendered(text, inputs, directory)
     inputs["patches"] = len(source.patches)
     inputs["images"] = [i.model_dump(exclude_none=True) for i in source.images]
-    wrapper: dict[str, Any] = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [str(directory)],
-    }
-    if source.patches:
-        wrapper["patches"] = [p.model_dump(exclude_none=True) for p in source.patches]
-    if source.images:
-        wrapper["images"] = inputs["images"]
     with tempfile.TemporaryDirectory(prefix="lading-kustomize-") as tmp:
+        # kustomize refuses absolute resource paths ("new root cannot be absolute").
+        wrapper: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(directory, tmp)],
+        }
+        if source.patches:
+            wrapper["patches"] = [p.model_dump(exclude_none=True) for p in source.patches]
+        if source.images:
+            wrapper["images"] = inputs["images"]
         Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(wrapper, sort_keys=True))
         text = kustomize_build(
             Path(tmp),
@@ -154,9 +159,13 @@ def render_inline(source: InlineSource, base: Path) -> Rendered:
             raise InputError(f"cannot read inline manifest file {name!r}: {e}") from None
     if source.manifests:
         documents.append(("inline manifests", source.manifests))
-    # Parse here first: our errors name the user's file and line, kustomize's name a temp file.
+    # Parse and check here first: our errors name the user's file, line and object (both places
+    # of a duplicate); kustomize's name the scratch files below.
+    located: list[tuple[Obj, str]] = []
     for name, text in documents:
-        parse_stream(text, name)
+        objects = parse_stream(text, name)
+        located += [(obj, f"{name} (object {i})") for i, obj in enumerate(objects, start=1)]
+    check_objects(located)
     kustomize = tool_path("kustomize")
     with tempfile.TemporaryDirectory(prefix="lading-inline-") as tmp:
         resources = []
