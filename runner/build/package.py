@@ -25,6 +25,9 @@ from runner.common.oci import (
 )
 
 CONTENT_FILE = "manifests.yaml"
+# The layer's file name for tools that save layers by title (`oras pull`): it is a gzipped tar,
+# so naming it manifests.yaml would hand users gzip bytes under a YAML name.
+LAYER_TITLE = "manifests.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def package(stream: str, object_ids: list[str], meta: ArtifactMeta) -> Package:
     layer_data = deterministic_tar_gz(CONTENT_FILE, content)
     layer = Blob(
         Descriptor(
-            LADING_CONTENT, sha256_digest(layer_data), len(layer_data), {ANN_TITLE: CONTENT_FILE}
+            LADING_CONTENT, sha256_digest(layer_data), len(layer_data), {ANN_TITLE: LAYER_TITLE}
         ),
         layer_data,
     )
