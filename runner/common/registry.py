@@ -38,7 +38,9 @@ class RegistryStore:
     def __init__(self, host: str, repository: str, options: RegistryOptions, loopback: bool):
         self.host = host
         self.repository = repository
-        plain = options.plain_http or loopback
+        # Loopback implies plain HTTP (as Docker does) unless a CA file says the registry
+        # speaks TLS: a local TLS registry (e.g. with a test CA) answers HTTP with a 400.
+        plain = options.plain_http or (loopback and options.ca_file is None)
         tls_verify: bool | str = str(options.ca_file) if options.ca_file else True
         self.scheme = "http" if plain else "https"
         self._oras = oras.provider.Registry(
