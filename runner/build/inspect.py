@@ -11,7 +11,7 @@ from runner.common.objects import check_objects, object_id
 from runner.common.oci import ANN_TITLE
 from runner.common.output import silent
 from runner.common.reference import ArtifactRef
-from runner.common.store import RegistryOptions, open_store, resolve_manifest
+from runner.common.store import RegistryOptions, fetch_manifest, open_store, resolve_manifest
 
 
 def inspect(
@@ -29,15 +29,21 @@ def inspect(
         referrers: list[Referrer] | None
         note = None
         try:
-            referrers = [
-                Referrer(
-                    digest=d.digest,
-                    media_type=d.media_type,
-                    artifact_type=d.artifact_type,
-                    annotations=d.annotations,
+            listed = store.referrers(manifest.descriptor.digest)
+            referrers = []
+            for descriptor in listed:
+                # The index entry's artifactType is the config media type on registries that
+                # predate OCI 1.1's artifactType field, and its annotations may be missing:
+                # read (and verify) the referrer itself.
+                referrer = fetch_manifest(store, descriptor)
+                referrers.append(
+                    Referrer(
+                        digest=descriptor.digest,
+                        media_type=referrer.descriptor.media_type,
+                        artifact_type=referrer.artifact_type,
+                        annotations=referrer.annotations,
+                    )
                 )
-                for d in store.referrers(manifest.descriptor.digest)
-            ]
         except LadingError as e:
             # Referrers are extra information; a registry without the API (or the tag
             # fallback) must not hide what the artifact itself holds.
