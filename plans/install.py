@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from plans.common import Result, Strict
+from plans.supply import SignaturePolicy
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -94,6 +95,11 @@ class InstallPlan(Strict):
     )
     dry_run: bool = False
     concurrency: int = Field(default=8, ge=1, le=64)
+    verify: SignaturePolicy | None = Field(
+        default=None,
+        description="refuse the artifact, before anything is written, unless a Sigstore "
+        "signature of its digest by this identity verifies offline",
+    )
 
     @field_validator("timeout")
     @classmethod

@@ -35,11 +35,12 @@ def _register() -> None:
     from runner.install.cli import COMMANDS as INSTALL_COMMANDS
     from runner.run import run_cmd
     from runner.schema import schema_cmd
+    from runner.supply.cli import COMMANDS as SUPPLY_COMMANDS
 
     cli.add_command(dev)
     for extra in (run_cmd, schema_cmd, completion_cmd):
         cli.add_command(extra)
-    for command in (*BUILD_COMMANDS, *INSTALL_COMMANDS):
+    for command in (*BUILD_COMMANDS, *INSTALL_COMMANDS, *SUPPLY_COMMANDS):
         cli.add_command(command)
 
 

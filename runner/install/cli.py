@@ -21,6 +21,7 @@ from runner.common.cliopts import (
 )
 from runner.common.errors import InputError
 from runner.common.output import emit
+from runner.supply.cli import apply_install_verify, install_verify_options
 
 # flag name → InstallPlan field (dotted)
 _FLAG_FIELDS = {
@@ -54,6 +55,7 @@ def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> In
         if flag in ctx.params and given(ctx, flag):
             value = ctx.params[flag]
             set_path(document, dotted, list(value) if isinstance(value, tuple) else value)
+    apply_install_verify(ctx, document)
     return validate_document(InstallPlan, document, f"install plan {plan_file or ''}".strip())
 
 
@@ -123,6 +125,7 @@ def _emit_install(run: Any, output: str) -> None:
 @click.argument("ref", required=False)
 @click.option("-f", "--plan", "plan_file", help="InstallPlan file (YAML/JSON), or - for stdin.")
 @install_options
+@install_verify_options
 @cluster_options
 @registry_flags
 @output_options

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plans.install import ArtifactSpec
+from plans.supply import SignaturePolicy
 from runner.common.artifact import ArtifactContent, read_content
 from runner.common.errors import InputError
 from runner.common.objects import Obj, check_objects, normalise
@@ -41,7 +42,9 @@ def pin(ref: ArtifactRef, allow_tag: bool) -> ArtifactRef:
     return ref
 
 
-def fetch(spec: ArtifactSpec, progress: Callable[[str], None]) -> Fetched:
+def fetch(
+    spec: ArtifactSpec, progress: Callable[[str], None], verify: SignaturePolicy | None = None
+) -> Fetched:
     ref = pin(parse_ref(spec.ref), spec.allow_tag)
     store = open_store(ref, registry_options(spec))
     try:
@@ -49,6 +52,11 @@ def fetch(spec: ArtifactSpec, progress: Callable[[str], None]) -> Fetched:
         pinned = ref.with_digest(manifest.descriptor.digest)
         if not ref.digest:
             progress(f"resolved {ref} to {pinned.pinned()}; installing by digest from here on")
+        if verify is not None:
+            # Imported here: sigstore is heavy and only needed when a policy is set.
+            from runner.supply.verify import check_signature
+
+            check_signature(store, manifest.descriptor, verify, progress=progress)
         content = read_content(store, manifest)
     finally:
         store.close()

@@ -138,7 +138,7 @@ def install(
     """Run an install plan. Raises InstallFailed (with the result) when it fails."""
     t0 = time.monotonic()
     progress(f"fetching {plan.artifact.ref}")
-    fetched = fetch(plan.artifact, progress)
+    fetched = fetch(plan.artifact, progress, plan.verify)
     fetch_seconds = time.monotonic() - t0
     progress(
         f"verified {fetched.ref.pinned()}: {len(fetched.located)} objects "
