@@ -14,7 +14,7 @@ import pytest
 
 from plans.install import InstallPlan
 from runner.common.errors import InputError
-from runner.common.kube import KubeClient, Resource, Target
+from runner.common.kube import KubeClient, KubeError, Resource, Target
 from runner.dev.endpoints import CRASH_LOOP, FAULT_ANNOTATION, ClusterEndpoint
 from runner.install import inventory as inv
 from runner.install.drift import diff
@@ -473,3 +473,118 @@ def test_deployment_rolls_out_and_a_crash_looping_one_fails_the_wait_with_its_re
     assert "CrashLoopBackOff" in message
     assert "Deployment/web" not in message
     assert failure.value.exit_code == 1
+
+
+def _service_account_token(kube: KubeClient, ns: str, name: str) -> str:
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}}
+    kube.apply(Resource("", "v1", "ServiceAccount", "serviceaccounts", True), sa,
+               field_manager="test-setup")
+    # A Role of our own: the built-in `admin` is aggregated by kube-controller-manager, which
+    # the plain control plane does not run.
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": name, "namespace": ns},
+        "rules": [{"apiGroups": ["", "coordination.k8s.io"],
+                   "resources": ["configmaps", "secrets", "leases"], "verbs": ["*"]}],
+    }
+    kube.apply(Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True), role,
+               field_manager="test-setup")
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+    }
+    kube.apply(Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+               binding, field_manager="test-setup")
+    answer = kube.request(
+        "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+              "spec": {"expirationSeconds": 600}})
+    return str(answer["status"]["token"])
+
+
+def test_server_and_token_target_works_and_the_token_never_shows(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
+) -> None:
+    token = _service_account_token(kube, ns, "deployer")
+    ca_file = tmp_path / "ca.crt"
+    import base64
+
+    import yaml
+
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    ca_file.write_bytes(base64.b64decode(config["clusters"][0]["cluster"]
+                                         ["certificate-authority-data"]))
+    target = {"server": control_plane.server, "ca_file": str(ca_file), "token": token}
+    # RBAC bindings reach the authorizer's cache a moment after they are written.
+    as_deployer = KubeClient(Target(server=control_plane.server, ca_file=str(ca_file),
+                                    token=token))
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            as_deployer.list(CONFIGMAPS, ns)
+            break
+        except KubeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    as_deployer.close()
+    ref = publish([config_map("via-token", ns, {"k": "1"})], layout(tmp_path, "v1"))
+    result = install(InstallPlan.model_validate({
+        "artifact": {"ref": ref}, "target": target, "namespace": ns, "wait": False}))
+    assert result.status == "succeeded"
+    assert token not in result.model_dump_json()
+
+    # A failure (the service account may not touch cluster-scoped objects) keeps it out too.
+    forbidden = publish([namespace_obj(unique("nope"))], layout(tmp_path, "v2"))
+    with pytest.raises(InstallFailed) as failure:
+        install(InstallPlan.model_validate({
+            "artifact": {"ref": forbidden}, "target": target, "namespace": ns,
+            "wait": False, "inventory": "other"}))
+    assert "forbidden" in str(failure.value).lower()
+    assert token not in str(failure.value)
+    assert token not in failure.value.result.model_dump_json()
+    assert token not in repr(InstallPlan.model_validate({"artifact": {"ref": ref},
+                                                         "target": target}))
+
+
+def test_flux_artifact_installs_like_a_lading_one(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
+) -> None:
+    import io
+    import tarfile
+
+    from runner.common.digest import sha256_digest
+    from runner.common.oci import FLUX_CONFIG, FLUX_CONTENT, MANIFEST, canonical_json
+    from runner.common.reference import parse_ref
+    from runner.common.store import open_store
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, obj in (("app/a.yaml", config_map("from-flux-a", ns, {"k": "a"})),
+                          ("app/b.yml", config_map("from-flux-b", ns, {"k": "b"})),
+                          ("app/kustomization.yaml", {"resources": ["a.yaml", "b.yml"]}),
+                          ("README.md", None)):
+            data = (json.dumps(obj) if obj else "# not yaml\n").encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    layer, config = buffer.getvalue(), b"{}"
+    manifest = canonical_json({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": {"mediaType": FLUX_CONFIG, "digest": sha256_digest(config), "size": 2},
+        "layers": [{"mediaType": FLUX_CONTENT, "digest": sha256_digest(layer),
+                    "size": len(layer)}],
+    })
+    target = parse_ref(f"oci-layout:{tmp_path}/flux")
+    store = open_store(target, create=True)
+    store.push_blob(config, sha256_digest(config))
+    store.push_blob(layer, sha256_digest(layer))
+    store.push_manifest(manifest, MANIFEST, "v1")
+    ref = f"oci-layout:{tmp_path}/flux@{sha256_digest(manifest)}"
+
+    result = install(make_plan(ref, ns, control_plane))
+
+    assert result.summary["created"] == 2
+    assert kube.get(CONFIGMAPS, ns, "from-flux-b")["data"] == {"k": "b"}

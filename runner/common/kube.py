@@ -20,7 +20,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from runner.common.errors import InputError, RemoteError
+from runner.common.errors import InputError, OperationFailed, RemoteError
 from runner.common.objects import Obj, ObjectId
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -66,8 +66,9 @@ class Resource:
         return f"{self.collection_path(namespace)}/{quote(name, safe='')}"
 
 
-class KubeError(Exception):
-    """A non-2xx answer from the API server, with its Status document."""
+class KubeError(OperationFailed):
+    """A non-2xx answer from the API server, with its Status document. Callers handle the
+    ones they expect (404, 409, 422…); any other reaching the CLI is a failed operation."""
 
     def __init__(
         self,

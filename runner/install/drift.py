@@ -23,8 +23,8 @@ from runner.install import inventory as inv
 from runner.install.apply import ApplyOptions, apply_one, parallel
 from runner.install.changes import comparable
 from runner.install.fetch import fetch
-from runner.install.install import NAMESPACES, target_from
-from runner.install.resolve import Planned, resolve
+from runner.install.install import target_from
+from runner.install.resolve import Planned, namespaces_present, resolve
 
 Segment = tuple[str, Any]  # ("f", key) | ("k", item) | ("i", index)
 MASK = "(hidden)"
@@ -174,7 +174,7 @@ def diff(plan: InstallPlan, progress: Callable[[str], None]) -> DiffResult:
         inventory_id = inv.applyset_id(
             inv.parent_name(plan.inventory or fetched.ref.short_name), namespace
         )
-        existing = {n["metadata"]["name"] for n in client.list(NAMESPACES)}
+        existing = namespaces_present(client, fetched.located, namespace)
         planned = resolve(fetched.located, client, namespace, existing, True)
         options = ApplyOptions(
             field_manager=plan.field_manager, force_conflicts=True, concurrency=plan.concurrency

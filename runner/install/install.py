@@ -28,11 +28,10 @@ from runner.install.fetch import Fetched, fetch
 from runner.install.lease import held
 from runner.install.order import STAGES
 from runner.install.prune import candidates, members, prune
-from runner.install.resolve import Planned, resolve
+from runner.install.resolve import NAMESPACES, Planned, namespaces_present, resolve
 from runner.install.wait import explain, wait
 
 Progress = Callable[[str], None]
-NAMESPACES = Resource("", "v1", "Namespace", "namespaces", False)
 FIRST_STAGE_TIMEOUT = 60.0
 LOCK_TIMEOUT = 120.0
 
@@ -181,7 +180,7 @@ def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> 
         )
 
     with run.timed("preflight"):
-        existing = {n["metadata"]["name"] for n in client.list(NAMESPACES)}
+        existing = namespaces_present(client, run.fetched.located, run.namespace)
         planned = resolve(
             run.fetched.located, client, run.namespace, existing, plan.create_namespace
         )
@@ -323,7 +322,20 @@ def _live_state(
         except KubeError as e:
             if e.is_not_found:
                 return []
-            raise
+            if e.status != 403:
+                raise
+            # May not list (a namespace-scoped deployer and a cluster-scoped kind): GET
+            # each; what it may not even read stays unknown, and its dry-run says why.
+            items = []
+            for name in wanted:
+                try:
+                    found = client.get(resource, namespace or None, name)
+                except KubeError as denied:
+                    if denied.status != 403:
+                        raise
+                    continue
+                if found is not None:
+                    items.append(found)
         return [
             (wanted[o["metadata"]["name"]], o) for o in items if o["metadata"]["name"] in wanted
         ]

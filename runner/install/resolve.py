@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runner.common.errors import InputError
-from runner.common.kube import KubeClient, Resource
+from runner.common.kube import KubeClient, KubeError, Resource
 from runner.common.objects import Obj, ObjectId, object_id
 from runner.install.order import stage_of
 
@@ -25,6 +25,27 @@ class Planned:
     where: str
     kind_pending: bool  # served by a CRD from this artifact that the cluster does not have yet
     namespace_pending: bool  # lives in a Namespace this artifact creates
+
+
+NAMESPACES = Resource("", "v1", "Namespace", "namespaces", False)
+
+
+def namespaces_present(client: KubeClient, located: list[tuple[Obj, str]],
+                       default_namespace: str) -> set[str]:
+    """Which of the namespaces the objects (and the install) use exist already. A GET each,
+    not a LIST: a deployer with rights in its own namespaces only may not list namespaces.
+    One it may not even read is assumed present; the dry-run finds out if it is not."""
+    wanted = {str((o.get("metadata") or {}).get("namespace") or "") for o, _ in located}
+    present = set()
+    for name in sorted((wanted | {default_namespace}) - {""}):
+        try:
+            if client.get(NAMESPACES, None, name) is not None:
+                present.add(name)
+        except KubeError as e:
+            if e.status != 403:
+                raise
+            present.add(name)
+    return present
 
 
 def crd_resources(objects: list[Obj]) -> dict[tuple[str, str], Resource]:
