@@ -46,7 +46,12 @@ def emit(
     elif fmt == "yaml":
         out.write(yaml.safe_dump(to_document(result), sort_keys=False))
     else:
-        out.write(text(result).rstrip("\n") + "\n")
+        rendered = text(result).rstrip("\n")
+        # A diff report's unified diffs read like `git diff` in a terminal; no other text
+        # output has lines starting with +/-/@@, so colouring is limited to DiffResult.
+        if getattr(result, "kind", None) == "DiffResult" and use_colour(out):
+            rendered = colour_diff(rendered)
+        out.write(rendered + "\n")
     out.flush()
 
 

@@ -31,7 +31,7 @@ def dev() -> None:
     """A local control plane and OCI registry for trying lading and for its tests.
 
     \b
-    Start it, point your shell at it, stop it:
+    Example: start it, point your shell at it, stop it:
       eval "$(lading dev up --rollout)"
       lading dev env
       lading dev down
