@@ -144,7 +144,9 @@ def render_build(result: BuildResult) -> str:
         part
         for part in (
             source.url,
-            f"@ {source.revision[:12]}" if source.revision else None,
+            f"{'@' if source.url else 'revision'} {source.revision[:12]}"
+            if source.revision
+            else None,
             f"({source.path})" if source.path else None,
         )
         if part
