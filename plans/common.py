@@ -37,7 +37,10 @@ def format_validation_error(error: ValidationError, what: str) -> str:
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; `lading schema` prints what is accepted)"
+            message = (
+                "unknown field (check the spelling; `lading schema build|install` prints "
+                "what is accepted)"
+            )
         lines.append(f"{path}: {message}")
     return f"invalid {what}:\n  " + "\n  ".join(lines)
 

@@ -299,7 +299,8 @@ def _ensure_namespace(
     if not run.plan.create_namespace:
         raise InputError(
             f"namespace {run.namespace!r} does not exist",
-            hint="pass --create-namespace, or install into an existing namespace",
+            hint="pass --create-namespace (create_namespace: true in a plan), or install "
+            "into an existing namespace",
         )
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": run.namespace}}
     client.apply(NAMESPACES, ns, field_manager=run.plan.field_manager)

@@ -117,7 +117,7 @@ def resolve(
         if namespace_pending and namespace not in promised:
             problems.append(
                 f"{where}: namespace {namespace!r} does not exist; add a Namespace "
-                "to the artifact or pass --create-namespace"
+                "to the artifact, or pass --create-namespace (create_namespace: true in a plan)"
             )
             continue
         planned.append(
