@@ -94,36 +94,20 @@ def may_recreate(oid: ObjectId, options: ApplyOptions) -> bool:
 def apply_one(
     client: KubeClient, planned: Planned, options: ApplyOptions, dry_run: bool = False
 ) -> Outcome:
-    obj = planned.obj
     force = options.force_conflicts
+
+    def send(force: bool) -> Outcome:
+        return Outcome(planned, client.apply(planned.resource, planned.obj,
+                                             field_manager=options.field_manager,
+                                             force=force, dry_run=dry_run))
+
     try:
         try:
-            return Outcome(
-                planned,
-                client.apply(
-                    planned.resource,
-                    obj,
-                    field_manager=options.field_manager,
-                    force=force,
-                    dry_run=dry_run,
-                ),
-            )
+            return send(force)
         except KubeError as e:
-            if (
-                e.is_conflict
-                and not force
-                and may_take_over(conflict_managers(e), options.take_ownership)
-            ):
-                return Outcome(
-                    planned,
-                    client.apply(
-                        planned.resource,
-                        obj,
-                        field_manager=options.field_manager,
-                        force=True,
-                        dry_run=dry_run,
-                    ),
-                )
+            if e.is_conflict and not force and may_take_over(conflict_managers(e),
+                                                             options.take_ownership):
+                return send(True)
             if e.is_immutable and may_recreate(planned.oid, options):
                 # A dry-run cannot show a recreation; the real apply performs it.
                 if dry_run:
