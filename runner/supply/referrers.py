@@ -102,11 +102,13 @@ def index_referrer(store: Store, subject: str, referrer: Descriptor) -> Attached
 
 def bundle_referrers(store: Store, subject: str) -> list[Descriptor]:
     """Referrers of `subject` that hold Sigstore bundles. Descriptors without an
-    artifactType (some fallback indexes omit it) are looked at to decide."""
+    artifactType (some fallback indexes omit it) or with the empty config's type (some
+    registries, go-containerregistry's among them, report the config media type instead of
+    the manifest's artifactType) are fetched to decide."""
     found = []
     for descriptor in store.referrers(subject):
         if is_bundle_type(descriptor.artifact_type) or (
-            descriptor.artifact_type is None
+            descriptor.artifact_type in (None, EMPTY_CONFIG)
             and descriptor.media_type == MANIFEST
             and is_bundle_type(fetch_manifest(store, descriptor).artifact_type)
         ):
