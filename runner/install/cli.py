@@ -25,13 +25,23 @@ from runner.supply.cli import apply_install_verify, install_verify_options
 
 # flag name → InstallPlan field (dotted)
 _FLAG_FIELDS = {
-    "namespace": "namespace", "create_namespace": "create_namespace",
-    "field_manager": "field_manager", "inventory": "inventory", "prune": "prune",
-    "wait": "wait", "timeout": "timeout", "force_conflicts": "force_conflicts",
-    "take_ownership": "take_ownership", "recreate_on_immutable": "recreate_on_immutable",
-    "recreate": "recreate", "dry_run": "dry_run", "concurrency": "concurrency",
-    "allow_empty": "allow_empty", "kubeconfig": "target.kubeconfig",
-    "context": "target.context", "plain_http": "artifact.plain_http",
+    "namespace": "namespace",
+    "create_namespace": "create_namespace",
+    "field_manager": "field_manager",
+    "inventory": "inventory",
+    "prune": "prune",
+    "wait": "wait",
+    "timeout": "timeout",
+    "force_conflicts": "force_conflicts",
+    "take_ownership": "take_ownership",
+    "recreate_on_immutable": "recreate_on_immutable",
+    "recreate": "recreate",
+    "dry_run": "dry_run",
+    "concurrency": "concurrency",
+    "allow_empty": "allow_empty",
+    "kubeconfig": "target.kubeconfig",
+    "context": "target.context",
+    "plain_http": "artifact.plain_http",
     "ca_file": "artifact.ca_file",
 }
 
@@ -39,8 +49,10 @@ _FLAG_FIELDS = {
 def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> InstallPlan:
     document: dict[str, Any] = {}
     if plan_file:
-        raw = read_document(None if plan_file == "-" else Path(plan_file),
-                            sys.stdin.read() if plan_file == "-" else None)
+        raw = read_document(
+            None if plan_file == "-" else Path(plan_file),
+            sys.stdin.read() if plan_file == "-" else None,
+        )
         if not isinstance(raw, dict):
             raise InputError(f"plan {plan_file} must be a mapping")
         document = raw
@@ -61,26 +73,45 @@ def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> In
 
 def install_options(fn: Any) -> Any:
     options = [
-        click.option("-n", "--namespace", help="Namespace for namespaced objects without one; "
-                     "also holds the inventory."),
+        click.option(
+            "-n",
+            "--namespace",
+            help="Namespace for namespaced objects without one; also holds the inventory.",
+        ),
         click.option("--create-namespace", is_flag=True, help="Create the namespace if missing."),
         click.option("--field-manager", default="lading", show_default=True),
-        click.option("--inventory", help="Inventory name (default: the repository's last path "
-                     "component)."),
-        click.option("--prune/--no-prune", default=True, show_default=True,
-                     help="Delete inventory members the artifact no longer holds."),
+        click.option(
+            "--inventory", help="Inventory name (default: the repository's last path component)."
+        ),
+        click.option(
+            "--prune/--no-prune",
+            default=True,
+            show_default=True,
+            help="Delete inventory members the artifact no longer holds.",
+        ),
         click.option("--allow-empty", is_flag=True, help="Let an empty artifact prune all."),
-        click.option("--wait/--no-wait", default=True, show_default=True,
-                     help="Wait for readiness."),
+        click.option(
+            "--wait/--no-wait", default=True, show_default=True, help="Wait for readiness."
+        ),
         click.option("--timeout", default="5m", show_default=True, help="Wait timeout."),
-        click.option("--force-conflicts", is_flag=True,
-                     help="Take fields other managers own."),
-        click.option("--take-ownership", multiple=True, metavar="MANAGER",
-                     help="Take fields from this manager only (prefix, e.g. kubectl, helm)."),
-        click.option("--recreate-on-immutable", is_flag=True,
-                     help="Recreate objects whose immutable fields change."),
-        click.option("--recreate", multiple=True, metavar="KIND/NAME",
-                     help="Recreate this object if an immutable field changes."),
+        click.option("--force-conflicts", is_flag=True, help="Take fields other managers own."),
+        click.option(
+            "--take-ownership",
+            multiple=True,
+            metavar="MANAGER",
+            help="Take fields from this manager only (prefix, e.g. kubectl, helm).",
+        ),
+        click.option(
+            "--recreate-on-immutable",
+            is_flag=True,
+            help="Recreate objects whose immutable fields change.",
+        ),
+        click.option(
+            "--recreate",
+            multiple=True,
+            metavar="KIND/NAME",
+            help="Recreate this object if an immutable field changes.",
+        ),
         click.option("--dry-run", is_flag=True, help="Report what would change; write nothing."),
         click.option("--concurrency", type=int, default=8, show_default=True),
     ]
@@ -90,11 +121,13 @@ def install_options(fn: Any) -> Any:
 
 
 def _render_install(result: InstallResult) -> str:
-    head = (f"{result.operation} {result.status}"
-            + (" (dry run)" if result.dry_run else "")
-            + f": {result.ref or '-'}\n  inventory {result.namespace}/{result.inventory}, "
-            + ", ".join(f"{n} {a}" for a, n in result.summary.items() if n)
-            + f" in {result.durations.get('total', 0):.1f}s")
+    head = (
+        f"{result.operation} {result.status}"
+        + (" (dry run)" if result.dry_run else "")
+        + f": {result.ref or '-'}\n  inventory {result.namespace}/{result.inventory}, "
+        + ", ".join(f"{n} {a}" for a, n in result.summary.items() if n)
+        + f" in {result.durations.get('total', 0):.1f}s"
+    )
     lines = [head]
     for action in ("failed", "created", "configured", "deleted", "skipped", "unchanged"):
         group = [c for c in result.changes if c.action == action]
@@ -130,8 +163,16 @@ def _emit_install(run: Any, output: str) -> None:
 @registry_flags
 @output_options
 @click.pass_context
-def install_cmd(ctx: click.Context, /, ref: str | None, plan_file: str | None, output: str,
-                quiet: bool, verbose: bool, **_: Any) -> None:
+def install_cmd(
+    ctx: click.Context,
+    /,
+    ref: str | None,
+    plan_file: str | None,
+    output: str,
+    quiet: bool,
+    verbose: bool,
+    **_: Any,
+) -> None:
     """Install an artifact by digest with server-side apply.
 
     \b
@@ -171,8 +212,16 @@ def _render_diff(result: DiffResult) -> str:
 @registry_flags
 @output_options
 @click.pass_context
-def diff_cmd(ctx: click.Context, /, ref: str | None, plan_file: str | None, output: str,
-             quiet: bool, verbose: bool, **_: Any) -> None:
+def diff_cmd(
+    ctx: click.Context,
+    /,
+    ref: str | None,
+    plan_file: str | None,
+    output: str,
+    quiet: bool,
+    verbose: bool,
+    **_: Any,
+) -> None:
     """Compare the live cluster with an artifact. Exit 0 in sync, 1 drift, 2+ error.
 
     \b
@@ -193,8 +242,16 @@ def diff_cmd(ctx: click.Context, /, ref: str | None, plan_file: str | None, outp
 @click.option("--dry-run", is_flag=True)
 @cluster_options
 @output_options
-def uninstall_cmd(inventory: str, namespace: str | None, dry_run: bool, kubeconfig: str | None,
-                  context: str | None, output: str, quiet: bool, verbose: bool) -> None:
+def uninstall_cmd(
+    inventory: str,
+    namespace: str | None,
+    dry_run: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Delete everything an inventory installed, then the inventory.
 
     \b
@@ -205,8 +262,9 @@ def uninstall_cmd(inventory: str, namespace: str | None, dry_run: bool, kubeconf
     from runner.install.uninstall import uninstall
 
     target = TargetSpec(kubeconfig=kubeconfig, context=context)
-    result = uninstall(target, inventory, namespace, dry_run=dry_run,
-                       progress=progress_for(quiet, verbose))
+    result = uninstall(
+        target, inventory, namespace, dry_run=dry_run, progress=progress_for(quiet, verbose)
+    )
     emit(result, fmt(output), _render_install)
     if result.status == "failed":
         sys.exit(1)
@@ -224,8 +282,7 @@ def uninstall_cmd(inventory: str, namespace: str | None, dry_run: bool, kubeconf
 @registry_flags
 @output_options
 @click.pass_context
-def rollback_cmd(ctx: click.Context, /, output: str, quiet: bool, verbose: bool,
-                 **_: Any) -> None:
+def rollback_cmd(ctx: click.Context, /, output: str, quiet: bool, verbose: bool, **_: Any) -> None:
     """Reinstall the digest the inventory held before the current one.
 
     \b

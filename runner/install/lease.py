@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runner.common.errors import OperationFailed
+from runner.common.errors import LadingError, OperationFailed
 from runner.common.kube import KubeClient, KubeError, Resource
 
 LEASES = Resource("coordination.k8s.io", "v1", "Lease", "leases", True)
@@ -126,7 +126,8 @@ def _renew(
                 return
             lease["spec"]["renewTime"] = _stamp(_now())
             client.request("PUT", LEASES.object_path(namespace, name), body=lease)
-        except Exception:
+        except (LadingError, KubeError):
+            # A missed renewal is retried on the next tick; the install itself goes on.
             continue
 
 
@@ -139,5 +140,5 @@ def _release(client: KubeClient, name: str, namespace: str, holder: str) -> None
                 LEASES.object_path(namespace, name),
                 body={"preconditions": {"uid": lease["metadata"]["uid"]}},
             )
-    except Exception:  # noqa: S110 - an unreleased lease simply expires
-        pass
+    except (LadingError, KubeError):
+        pass  # an unreleased lease simply expires

@@ -37,8 +37,13 @@ def rollback(plan: InstallPlan, progress: Callable[[str], None]) -> InstallResul
         progress(f"rolling back {plan.inventory} from {current.digest} to {entry.digest}")
         artifact = plan.artifact.model_copy(update={"ref": entry.ref, "allow_tag": False})
         fetched = fetch(artifact, progress)
-        run = Run(plan.model_copy(update={"artifact": artifact}), fetched, namespace,
-                  plan.inventory, progress)
+        run = Run(
+            plan.model_copy(update={"artifact": artifact}),
+            fetched,
+            namespace,
+            plan.inventory,
+            progress,
+        )
         return apply_artifact(client, run, operation="rollback")
     finally:
         client.close()

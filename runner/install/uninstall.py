@@ -13,17 +13,25 @@ from runner.install.install import target_from
 from runner.install.prune import candidates, members, prune
 
 
-def uninstall(target: TargetSpec, inventory: str, namespace: str | None, *, dry_run: bool,
-              progress: Callable[[str], None]) -> InstallResult:
+def uninstall(
+    target: TargetSpec,
+    inventory: str,
+    namespace: str | None,
+    *,
+    dry_run: bool,
+    progress: Callable[[str], None],
+) -> InstallResult:
     started = time.monotonic()
     client = KubeClient(target_from(target))
     try:
         namespace = namespace or client.default_namespace
         current = inv.read(client, inventory, namespace)
         if not current.exists:
-            raise InputError(f"no inventory {inventory!r} in namespace {namespace!r}",
-                             hint="list inventories with `kubectl get secrets -n NS "
-                             "-l applyset.kubernetes.io/id`")
+            raise InputError(
+                f"no inventory {inventory!r} in namespace {namespace!r}",
+                hint="list inventories with `kubectl get secrets -n NS "
+                "-l applyset.kubernetes.io/id`",
+            )
         doomed = candidates(members(client, current), keep=set())
         outcomes = prune(client, doomed, dry_run=dry_run, progress=progress)
         failed = [(m, e) for m, e in outcomes if e]
@@ -31,13 +39,20 @@ def uninstall(target: TargetSpec, inventory: str, namespace: str | None, *, dry_
             inv.delete(client, current)
     finally:
         client.close()
-    changes = [Change(id=str(m.oid), action="failed" if e else "deleted", error=e)
-               for m, e in outcomes]
+    changes = [
+        Change(id=str(m.oid), action="failed" if e else "deleted", error=e) for m, e in outcomes
+    ]
     error = f"{len(failed)} object(s) could not be deleted" if failed else None
     return InstallResult(
-        operation="uninstall", digest=current.digest, ref=current.ref, inventory=inventory,
-        namespace=namespace, status="failed" if failed else "succeeded", dry_run=dry_run,
+        operation="uninstall",
+        digest=current.digest,
+        ref=current.ref,
+        inventory=inventory,
+        namespace=namespace,
+        status="failed" if failed else "succeeded",
+        dry_run=dry_run,
         changes=sorted(changes, key=lambda c: c.id),
         summary={"deleted": len(outcomes) - len(failed), "failed": len(failed)},
-        durations={"total": round(time.monotonic() - started, 3)}, error=error,
+        durations={"total": round(time.monotonic() - started, 3)},
+        error=error,
     )
