@@ -135,3 +135,24 @@ def test_plan_file_with_an_unknown_field_is_refused_naming_it(
     code, _, err = run(["install", "-f", str(plan)], capsys)
     assert code == 2
     assert "prun: unknown field" in err
+
+
+def test_paths_in_an_install_plan_file_are_relative_to_the_plan(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    pinned = publish([config_map("from-plan", ns, {"k": "1"})], f"oci-layout:{plans}/art:v1")
+    digest = pinned.rsplit("@", 1)[1]
+    (plans / "install.yaml").write_text(
+        "apiVersion: lading.dev/v1\nkind: InstallPlan\n"
+        f"artifact:\n  ref: oci-layout:art@{digest}\n"
+        f"namespace: {ns}\nwait: false\n")
+    monkeypatch.chdir(tmp_path)  # not the plan's directory
+
+    code, out, err = run(["install", "-f", "plans/install.yaml", "-o", "json", "--kubeconfig",
+                          str(control_plane.kubeconfig)], capsys)
+
+    assert code == 0, err
+    assert json.loads(out)["ref"] == f"oci-layout:{plans}/art@{digest}"

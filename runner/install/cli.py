@@ -55,6 +55,16 @@ def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> In
         )
         if not isinstance(raw, dict):
             raise InputError(f"plan {plan_file} must be a mapping")
+        if plan_file != "-":
+            # Paths in a plan file are relative to the plan (as with `lading run` and
+            # `lading build -f`); paths given as flags stay relative to the working directory.
+            from runner.run import rebase
+
+            plan = validate_document(InstallPlan, raw, f"install plan {plan_file}")
+            raw = rebase(plan, Path(plan_file).resolve().parent).model_dump(
+                mode="json", exclude_unset=True
+            )
+            raw["target"] = {**raw.get("target", {}), **_secret_fields(plan)}
         document = raw
     elif ref:
         # A reference typed by a person may be a tag: resolve it once, then use the digest.
@@ -69,6 +79,12 @@ def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> In
             set_path(document, dotted, list(value) if isinstance(value, tuple) else value)
     apply_install_verify(ctx, document)
     return validate_document(InstallPlan, document, f"install plan {plan_file or ''}".strip())
+
+
+def _secret_fields(plan: InstallPlan) -> dict[str, str]:
+    """model_dump masks SecretStr; carry the token across the rebase round trip as is."""
+    token = plan.target.token
+    return {"token": token.get_secret_value()} if token else {}
 
 
 def install_options(fn: Any) -> Any:
@@ -251,6 +267,7 @@ def uninstall_cmd(
     output: str,
     quiet: bool,
     verbose: bool,
+    **_: Any,
 ) -> None:
     """Delete everything an inventory installed, then the inventory.
 
