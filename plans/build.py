@@ -105,6 +105,14 @@ class BuildPlan(Strict):
     )
     plain_http: bool = False
     ca_file: str | None = None
+    sign: bool = Field(
+        default=False,
+        description="sign every pushed reference keylessly with "
+        "Sigstore (identity token from SIGSTORE_ID_TOKEN or the CI system)",
+    )
+    sign_trust_config: str | None = Field(
+        default=None, description="client trust config of a private Sigstore instance"
+    )
 
 
 class SourceInfo(Result):
@@ -127,4 +135,5 @@ class BuildResult(Result):
     version: str | None = None
     checksum: str | None = None
     copied: bool = Field(default=False, description="true when an existing artifact was copied")
+    signed: list[str] = Field(default_factory=list, description="pinned references signed")
     durations: dict[str, float] = Field(default_factory=dict)

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from plans.build import BuildPlan, BuildResult, SourceInfo
 from runner import __version__
@@ -61,6 +64,31 @@ def canonical_yaml(text: str, source: str) -> tuple[str, list[str]]:
 
 def build(plan: BuildPlan, *, base: Path | None = None, progress: Progress = silent) -> BuildResult:
     """Run a build plan. `base` resolves relative source paths (the plan file's directory)."""
+    if not plan.sign:
+        return _build(plan, base=base, progress=progress)
+    from runner.supply.sign import identity_token, sign, trust_config
+
+    trust = Path(plan.sign_trust_config) if plan.sign_trust_config else None
+    raw_token = os.environ.get("SIGSTORE_ID_TOKEN")
+    token = SecretStr(raw_token) if raw_token else None
+    # Fail before pushing when signing cannot happen at all (no identity, no trust root), so a
+    # signed build never leaves an unsigned artifact behind for those reasons.
+    identity_token(token)
+    trust_config(trust)
+    result = _build(plan, base=base, progress=progress)
+    for ref in result.refs:
+        sign(
+            ref,
+            token=token,
+            trust_config_path=trust,
+            options=registry_options(plan),
+            progress=progress,
+        )
+        progress(f"signed {ref}")
+    return result.model_copy(update={"signed": list(result.refs)})
+
+
+def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildResult:
     base = base or Path.cwd()
     destinations = [parse_ref(r) for r in plan.to]
     check_destinations(destinations)

@@ -28,6 +28,8 @@ _FLAG_FIELDS = {
     "source_path": "metadata.path",
     "plain_http": "plain_http",
     "ca_file": "ca_file",
+    "sign": "sign",
+    "trust_config": "sign_trust_config",
 }
 _SOURCE_FLAGS = ("inline", "kustomize", "artifact")
 _KUSTOMIZE_FLAGS = {"enable_helm": "enable_helm", "load_restrictor": "load_restrictor"}
@@ -213,6 +215,17 @@ def render_build(result: BuildResult) -> str:
     show_default=True,
     help="kustomize load restrictor.",
 )
+@click.option(
+    "--sign",
+    is_flag=True,
+    help="Sign each pushed reference keylessly with Sigstore "
+    "(identity from SIGSTORE_ID_TOKEN or the CI system's OIDC credential).",
+)
+@click.option(
+    "--trust-config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client trust config of a private Sigstore instance (with --sign).",
+)
 @registry_flags
 @output_options
 @click.pass_context
@@ -228,6 +241,7 @@ def build_cmd(
       lading build --inline ns.yaml --inline app.yaml --to oci-layout:./carry:v1
       lading build --artifact ghcr.io/org/app@sha256:… --to localhost:5000/mirror/app:v1
       lading build -f plans/examples/build.yaml -o json
+      SIGSTORE_ID_TOKEN=… lading build --kustomize deploy --to ghcr.io/org/app:1.0.0 --sign
     """
     from runner.build.build import build
 
