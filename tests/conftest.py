@@ -284,3 +284,26 @@ def kustomize_bin() -> Path:
 def helm_bin() -> Path:
     path: Path = _provisioned(tools.find, tools.HELM)
     return path
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ClusterEndpoint) -> Iterator[Any]:
+    """lading's own Kubernetes client on the test cluster, for setting up and checking."""
+    from runner.common.kube import KubeClient, Target
+
+    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ns(kube: Any) -> Iterator[str]:
+    """A namespace of the test's own on the shared test cluster, deleted afterwards."""
+    from runner.common.kube import Resource
+    from tests.artifacts import namespace_obj, unique
+
+    namespaces = Resource("", "v1", "Namespace", "namespaces", False)
+    name = unique("t")
+    kube.apply(namespaces, namespace_obj(name), field_manager="test-setup")
+    yield name
+    kube.delete(namespaces, None, name)

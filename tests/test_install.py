@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +35,6 @@ pytestmark = pytest.mark.cluster
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", True)
 DEPLOYMENTS = Resource("apps", "v1", "Deployment", "deployments", True)
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", False)
-
-
-@pytest.fixture(scope="module")
-def kube(control_plane: ClusterEndpoint) -> Iterator[KubeClient]:
-    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def ns(kube: KubeClient) -> Iterator[str]:
-    name = unique("t")
-    kube.apply(NAMESPACES, namespace_obj(name), field_manager="test-setup")
-    yield name
-    kube.delete(NAMESPACES, None, name)
 
 
 def make_plan(ref: str, ns: str, cluster: ClusterEndpoint, **fields: Any) -> InstallPlan:

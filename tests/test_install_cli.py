@@ -4,7 +4,6 @@ machine-readable stdout, and error messages a user can act on."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from runner.cli import main
 from runner.common.kube import KubeClient, Resource, Target
 from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint
-from tests.artifacts import config_map, namespace_obj, publish, unique
+from tests.artifacts import config_map, publish
 
 pytestmark = pytest.mark.cluster
 
@@ -26,16 +25,6 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     out, err = capsys.readouterr()
     code = exited.value.code
     return (code if isinstance(code, int) else 1), out, err
-
-
-@pytest.fixture
-def ns(control_plane: ClusterEndpoint) -> Iterator[str]:
-    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
-    name = unique("cli")
-    client.apply(NAMESPACES, namespace_obj(name), field_manager="test-setup")
-    yield name
-    client.delete(NAMESPACES, None, name)
-    client.close()
 
 
 def test_install_json_puts_only_the_result_on_stdout_and_diff_exit_code_tracks_drift(

@@ -13,7 +13,6 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from plans.install import InstallPlan
 from plans.supply import SignaturePolicy
 from runner.common.digest import DigestMismatch
 from runner.common.errors import InputError, RemoteError
-from runner.common.kube import KubeClient, Resource, Target
+from runner.common.kube import KubeClient, Resource
 from runner.common.oci import MANIFEST, Descriptor
 from runner.common.reference import parse_ref
 from runner.common.registry import RegistryStore
@@ -34,7 +33,7 @@ from runner.supply.export import export
 from runner.supply.imports import import_layout
 from runner.supply.referrers import attach, bundle_manifest
 from runner.supply.verify import SignatureRefused, verify
-from tests.artifacts import config_map, namespace_obj, publish, unique
+from tests.artifacts import config_map, publish, unique
 from tests.clirun import lading
 from tests.sigstore_instance import PrivateInstance
 
@@ -53,21 +52,6 @@ def sigstore(tmp_path_factory: pytest.TempPathFactory) -> tuple[PrivateInstance,
     root = tmp_path_factory.mktemp("sigstore") / "trusted_root.json"
     root.write_text(json.dumps(private.trusted_root()))
     return private, root
-
-
-@pytest.fixture(scope="module")
-def kube(control_plane: ClusterEndpoint) -> Iterator[KubeClient]:
-    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def ns(kube: KubeClient) -> Iterator[str]:
-    name = unique("supply")
-    kube.apply(NAMESPACES, namespace_obj(name), field_manager="test-setup")
-    yield name
-    kube.delete(NAMESPACES, None, name)
 
 
 def policy(root: Path) -> SignaturePolicy:

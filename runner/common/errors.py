@@ -39,18 +39,6 @@ class OperationFailed(LadingError):
     exit_code = 1
 
 
-class ApplyError(OperationFailed):
-    """Server-side apply of one or more objects failed."""
-
-
-class WaitError(OperationFailed):
-    """Objects did not become ready within the timeout."""
-
-
-class DriftFound(OperationFailed):
-    """`diff` found the live cluster differs from the artifact."""
-
-
 def exit_code(error: BaseException) -> int:
     """The process exit code for an error: the single place this mapping lives."""
     if isinstance(error, LadingError):

@@ -21,11 +21,9 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from runner.common.errors import InputError, OperationFailed, RemoteError
-from runner.common.objects import Obj, ObjectId
+from runner.common.objects import Obj
 
 APPLY_PATCH = "application/apply-patch+yaml"
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 
 
 @dataclass(frozen=True)
@@ -288,12 +286,6 @@ class KubeClient:
         """Drop cached discovery for a group/version (after its CRD was created)."""
         with self._lock:
             self._group_versions.pop(api_version, None)
-
-    def resource_of(self, oid: ObjectId) -> Resource:
-        resource = self.resource_for(oid.api_version, oid.kind)
-        if resource is None:
-            raise InputError(f"the cluster does not serve {oid.kind} in {oid.api_version}")
-        return resource
 
 
 def _configuration(target: Target) -> k8s_client.Configuration:

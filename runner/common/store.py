@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from runner.common.digest import sha256_digest, verify
+from runner.common.digest import verify
 from runner.common.errors import InputError
-from runner.common.oci import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, Manifest, parse_manifest
+from runner.common.oci import MAX_MANIFEST_BYTES, Descriptor, Manifest, parse_manifest
 from runner.common.reference import ArtifactRef
 
 
@@ -82,20 +82,6 @@ def resolve_manifest(store: Store, ref: ArtifactRef) -> Manifest:
     if ref.digest and descriptor.digest != ref.digest:
         raise InputError(f"{ref} resolved to {descriptor.digest}, not the digest it names")
     return fetch_manifest(store, descriptor)
-
-
-def push_manifest_bytes(store: Store, data: bytes, media_type: str, tags: list[str]) -> Descriptor:
-    digest = sha256_digest(data)
-    if tags:
-        for tag in tags:
-            store.push_manifest(data, media_type, tag)
-    else:
-        store.push_manifest(data, media_type, None)
-    return Descriptor(media_type, digest, len(data))
-
-
-def accept_header() -> str:
-    return ACCEPT
 
 
 def open_store(
