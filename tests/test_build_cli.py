@@ -261,3 +261,20 @@ def test_no_credentials_for_an_auth_registry_exits_3(
         str(registry_auth_tls.ca_file),
     )
     _fails(ran, 3, "requires credentials", "docker login")
+
+
+@pytest.mark.registry
+def test_a_tls_registry_on_loopback_without_its_ca_says_to_pass_ca_file(
+    capsys, monkeypatch, tmp_path: Path, registry_auth_tls: RegistryEndpoint
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    ran = lading(
+        capsys,
+        monkeypatch,
+        "build",
+        "--kustomize",
+        str(EXAMPLES / "overlays/dev"),
+        "--to",
+        f"{registry_auth_tls.host}/shop/app:v1",
+    )
+    _fails(ran, 3, "speaks HTTPS", "--ca-file")

@@ -117,6 +117,15 @@ class RegistryStore:
                     hint="log in with `docker login` (lading reads the docker config; "
                     "DOCKER_CONFIG is honoured) and check the account may access this repository",
                 )
+            if response.status_code == 400 and self.scheme == "http" and (
+                method == "HEAD" or "HTTP request to an HTTPS server" in response.text
+            ):
+                # Plain HTTP (implied for loopback) sent to a TLS port.
+                raise RemoteError(
+                    f"registry {self.host} speaks HTTPS, not plain HTTP",
+                    hint="pass --ca-file with the registry's CA (lading uses plain HTTP for "
+                    "loopback registries unless given a CA)",
+                )
             if response.status_code in _RETRY_STATUS and not last:
                 time.sleep(_RETRY_DELAYS[attempt])
                 continue
