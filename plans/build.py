@@ -120,6 +120,10 @@ class SourceInfo(Result):
     revision: str | None = None
     path: str | None = None
     created: str
+    dirty: bool = Field(
+        default=False,
+        description="built from uncommitted changes: the revision does not describe the content",
+    )
 
 
 class BuildResult(Result):

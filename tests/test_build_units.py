@@ -371,6 +371,26 @@ def test_git_source_detection_redacts_credentials_and_uses_the_commit_time(git_r
     assert facts.created == "2023-11-14T22:13:20Z"  # COMMIT_EPOCH
 
 
+def test_uncommitted_changes_under_the_source_mark_the_build_dirty(git_repo: Path) -> None:
+    source = git_repo / "deploy" / "prod"
+    assert not detect(source, SourceMetadata()).dirty
+    (git_repo / "elsewhere.txt").write_text("outside the source")
+    assert not detect(source, SourceMetadata()).dirty
+    (source / "kustomization.yaml").write_text("resources: []\n# edited\n")
+    assert detect(source, SourceMetadata()).dirty
+    # A revision the caller names explicitly is taken at its word.
+    assert not detect(source, SourceMetadata(revision="abc")).dirty
+
+
+def test_a_dirty_flag_is_recorded_in_the_config_and_clean_builds_keep_their_digest() -> None:
+    clean = package("---\n", [], _meta())
+    assert package("---\n", [], _meta(dirty=False)).digest == clean.digest
+    dirty = package("---\n", [], _meta(dirty=True))
+    assert dirty.digest != clean.digest
+    assert json.loads(dirty.blobs[0].data)["source"]["dirty"] is True
+    assert "dirty" not in json.loads(clean.blobs[0].data)["source"]
+
+
 def test_source_date_epoch_wins_over_the_commit_time(
     git_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -111,6 +111,11 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
             "everything it installed before; add manifests to the source",
         )
     facts = detect(rendered.where, plan.metadata)
+    if facts.dirty:
+        progress(
+            f"warning: uncommitted changes under the source; revision {facts.revision} "
+            "does not describe this build (recorded as dirty)"
+        )
     meta = ArtifactMeta(
         title=Path(facts.path).name if facts.path else destinations[0].short_name,
         created=facts.created,
@@ -118,6 +123,7 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         source_url=facts.url,
         revision=facts.revision,
         source_path=facts.path,
+        dirty=facts.dirty,
         inputs={**rendered.inputs, "tools": {**rendered.inputs["tools"], "lading": __version__}},
         annotations=plan.annotations,
     )
@@ -143,7 +149,11 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         size=pkg.size,
         objects=len(ids),
         source=SourceInfo(
-            url=facts.url, revision=facts.revision, path=facts.path, created=facts.created
+            url=facts.url,
+            revision=facts.revision,
+            path=facts.path,
+            created=facts.created,
+            dirty=facts.dirty,
         ),
         version=plan.version,
         checksum=sha256_digest(stream.encode()),

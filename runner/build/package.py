@@ -60,6 +60,7 @@ class ArtifactMeta:
     source_path: str | None
     inputs: dict[str, Any]
     annotations: dict[str, str]
+    dirty: bool = False  # built from uncommitted changes
 
 
 def deterministic_tar_gz(name: str, content: bytes) -> bytes:
@@ -92,7 +93,13 @@ def package(stream: str, object_ids: list[str], meta: ArtifactMeta) -> Package:
     config_doc = {
         "version": meta.version,
         "created": meta.created,
-        "source": {"url": meta.source_url, "revision": meta.revision, "path": meta.source_path},
+        "source": {
+            "url": meta.source_url,
+            "revision": meta.revision,
+            "path": meta.source_path,
+            # Only when set, so clean builds keep the digests they always had.
+            **({"dirty": True} if meta.dirty else {}),
+        },
         "inputs": meta.inputs,
         "checksum": sha256_digest(content),
         "objects": {"count": len(object_ids), "ids": object_ids},

@@ -20,6 +20,7 @@ class SourceFacts:
     revision: str | None
     path: str | None
     created: str  # RFC 3339, UTC
+    dirty: bool = False  # uncommitted changes under the source: the revision is not the build
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -55,11 +56,12 @@ def source_date_epoch() -> int | None:
 def detect(where: Path | None, overrides: SourceMetadata) -> SourceFacts:
     """Source facts for a build. `created` is SOURCE_DATE_EPOCH, else the commit time of the
     revision, else 1970-01-01: never the wall clock, so the same inputs give the same digest."""
-    url, revision, path, commit_time = None, None, None, None
+    url, revision, path, commit_time, dirty = None, None, None, None, False
     if where is not None:
         top = _git(["rev-parse", "--show-toplevel"], where)
         if top:
             revision = _git(["rev-parse", "HEAD"], where)
+            dirty = bool(_git(["status", "--porcelain", "--", "."], where))
             remote = _git(["remote", "get-url", "origin"], where)
             url = redact_url(remote) if remote else None
             rel = where.resolve().relative_to(Path(top).resolve()).as_posix()
@@ -70,9 +72,10 @@ def detect(where: Path | None, overrides: SourceMetadata) -> SourceFacts:
         path = overrides.path
     if overrides.revision is not None:
         revision = overrides.revision
+        dirty = False  # the caller vouches for this revision
     if revision and where is not None:
         stamp = _git(["log", "-1", "--format=%ct", revision, "--"], where)
         commit_time = int(stamp) if stamp and stamp.isdigit() else None
     epoch = source_date_epoch()
     created = rfc3339(epoch if epoch is not None else commit_time or 0)
-    return SourceFacts(url=url, revision=revision, path=path, created=created)
+    return SourceFacts(url=url, revision=revision, path=path, created=created, dirty=dirty)
