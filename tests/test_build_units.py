@@ -443,3 +443,27 @@ def test_a_malformed_source_date_epoch_is_an_input_error(
 )
 def test_redact_url_drops_userinfo(url: str, clean: str) -> None:
     assert redact_url(url) == clean
+
+
+@pytest.mark.parametrize(
+    ("url", "clean"),
+    [
+        ("https://u:p@ss@host/x", "https://host/x"),  # an unescaped @ in the password
+        ("ssh://git@host/x.git", "ssh://host/x.git"),
+        ("deploy:s3cr3t@host:org/x.git", "host:org/x.git"),  # scp-like, with a password
+        ("https://h/x?access_token=t&ref=main", "https://h/x?ref=main"),
+        ("https://h/x?ref=a%2Fb&TOKEN=t", "https://h/x?ref=a%2Fb"),  # kept byte for byte
+        ("https://gitlab.example/g/r.git?private_token=t", "https://gitlab.example/g/r.git"),
+        (
+            "https://s3.example/b/k?X-Amz-Signature=s&X-Amz-Credential=c&v=1",
+            "https://s3.example/b/k?v=1",
+        ),
+        ("https://blob.example/c?sv=2024&sig=s", "https://blob.example/c?sv=2024"),
+        ("https://h/x?password=p&client_secret=c&api_key=k&key=k&sig=s", "https://h/x"),
+        ("https://h/x#access_token=t", "https://h/x"),
+        ("https://h/x?monkey=1#main", "https://h/x?monkey=1#main"),
+        ("https://h/path/with@sign", "https://h/path/with@sign"),
+    ],
+)
+def test_redact_url_drops_credentials_and_token_like_parameters(url: str, clean: str) -> None:
+    assert redact_url(url) == clean

@@ -17,7 +17,7 @@ from runner import __version__
 from runner.build.package import ArtifactMeta, Blob, package
 from runner.build.push import check_destinations, push
 from runner.build.render import Rendered, render_inline, render_kustomize
-from runner.build.source import detect
+from runner.build.source import detect, redact_url
 from runner.common.artifact import read_content
 from runner.common.digest import sha256_digest
 from runner.common.errors import InputError
@@ -29,7 +29,7 @@ from runner.common.objects import (
     object_id,
     parse_stream,
 )
-from runner.common.oci import Descriptor
+from runner.common.oci import ANN_SOURCE, Descriptor
 from runner.common.output import silent
 from runner.common.reference import ArtifactRef, parse_ref
 from runner.common.store import RegistryOptions, fetch_blob, open_store, resolve_manifest
@@ -125,7 +125,10 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         source_path=facts.path,
         dirty=facts.dirty,
         inputs={**rendered.inputs, "tools": {**rendered.inputs["tools"], "lading": __version__}},
-        annotations=plan.annotations,
+        # The source annotation is the source URL however it is given: never with a credential.
+        annotations={
+            k: redact_url(v) if k == ANN_SOURCE else v for k, v in plan.annotations.items()
+        },
     )
     pkg = package(stream, ids, meta)
     durations["package"] = time.monotonic() - t1
@@ -206,6 +209,7 @@ def copy_artifact(
     config = content.config
     annotations = manifest.annotations
     source_doc = config.get("source") or {}
+    url = source_doc.get("url") or annotations.get(ANN_SOURCE)
     return BuildResult(
         digest=manifest.descriptor.digest,
         ref=refs[0],
@@ -214,7 +218,8 @@ def copy_artifact(
         size=len(manifest.raw) + sum(d.size for d in blobs),
         objects=len(objects),
         source=SourceInfo(
-            url=source_doc.get("url") or annotations.get("org.opencontainers.image.source"),
+            # The copy keeps whatever its config says; the result never repeats a credential.
+            url=redact_url(url) if isinstance(url, str) else None,
             revision=source_doc.get("revision")
             or annotations.get("org.opencontainers.image.revision"),
             path=source_doc.get("path"),

@@ -4,6 +4,7 @@ detected from the git work tree the source lives in, overridable by the plan."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import urllib.parse
 from dataclasses import dataclass
@@ -31,13 +32,45 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+# Query parameters that carry a credential: tokens (GitLab's private_token, OAuth's
+# access_token), passwords, keys, and the signatures of pre-signed URLs (S3's X-Amz-*, GCS's
+# X-Goog-*, Azure SAS's sig). Names are compared case-insensitively.
+_SECRET_NAMES = frozenset({"sig", "key", "code", "auth", "pass", "pwd"})
+_SECRET_PARTS = ("token", "secret", "passw", "signature", "credential")
+_SECRET_PREFIXES = ("x-amz-", "x-goog-")
+_SECRET_SUFFIXES = ("_key", "-key", "apikey")
+# A scheme and the user info after it (`https://user:token@`), or the login of an scp-like git
+# remote (`git@`, with no scheme).
+_USER_INFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)?(?P<user>[^/?#]*)@")
+
+
+def _is_secret_param(name: str) -> bool:
+    name = urllib.parse.unquote_plus(name).lower()
+    return (
+        name in _SECRET_NAMES
+        or any(part in name for part in _SECRET_PARTS)
+        or name.startswith(_SECRET_PREFIXES)
+        or name.endswith(_SECRET_SUFFIXES)
+    )
+
+
+def _drop_secret_params(text: str) -> str:
+    # Kept parameters stay byte for byte as given: decoding and encoding again could change them.
+    return "&".join(p for p in text.split("&") if p and not _is_secret_param(p.split("=", 1)[0]))
+
+
 def redact_url(url: str) -> str:
-    """A remote URL without credentials: https://user:token@host/x → https://host/x."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme and "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urllib.parse.urlunsplit(parts._replace(netloc=host))
-    return url
+    """A source URL without credentials, for recording in an artifact: no user info
+    (https://user:token@host/x → https://host/x) and no token-like query parameters
+    (?private_token=…, ?X-Amz-Signature=…). The login of an scp-like git remote
+    (git@host:org/repo.git) names an account, not a secret, and is kept."""
+    rest, _, fragment = url.partition("#")
+    rest, _, query = rest.partition("?")
+    match = _USER_INFO.match(rest)
+    if match and (match["scheme"] or ":" in match["user"]):
+        rest = (match["scheme"] or "") + rest[match.end() :]
+    query, fragment = _drop_secret_params(query), _drop_secret_params(fragment)
+    return rest + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
 
 
 def rfc3339(epoch: int) -> str:
