@@ -8,6 +8,11 @@ from pydantic import Field, model_validator
 
 from plans.common import API_VERSION, Result, Strict
 
+# The inventory name becomes the name of a Secret or ConfigMap and part of a Lease's name, so it
+# is a DNS-1123 label with room left for the suffixes lading adds.
+INVENTORY_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+INVENTORY_MAX = 53
+
 
 class InlineSource(Strict):
     """Manifests given directly: files, YAML text, or both. Built as an implicit kustomization
@@ -99,6 +104,14 @@ class BuildPlan(Strict):
         "registry/repo:tag (one per tag), oci-layout:DIR[:tag] or FILE.tar",
     )
     version: str | None = Field(default=None, description="artifact version (semver or any)")
+    inventory: str | None = Field(
+        default=None,
+        pattern=INVENTORY_NAME,
+        max_length=INVENTORY_MAX,
+        description="inventory name recorded in the artifact, the install's default "
+        "(default: the first destination's last path component, `app` for "
+        "registry.example/team/app)",
+    )
     metadata: SourceMetadata = Field(default_factory=SourceMetadata)
     annotations: dict[str, str] = Field(
         default_factory=dict, description="extra manifest annotations"
@@ -137,6 +150,11 @@ class BuildResult(Result):
     objects: int
     source: SourceInfo
     version: str | None = None
+    inventory: str | None = Field(
+        default=None,
+        description="inventory name recorded in the artifact (none for a copied artifact "
+        "that records none)",
+    )
     checksum: str | None = None
     copied: bool = Field(default=False, description="true when an existing artifact was copied")
     signed: list[str] = Field(default_factory=list, description="pinned references signed")

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from plans.build import SourceMetadata
+from runner.build.inventory import default_inventory
 from runner.build.package import CONTENT_FILE, ArtifactMeta, package
 from runner.build.source import detect, redact_url
 from runner.common.errors import InputError
@@ -272,6 +273,7 @@ def test_same_inputs_package_to_the_same_bytes_and_digest() -> None:
         (STREAM, _meta(version="1.0.1")),
         (STREAM, _meta(created="2024-01-02T03:04:06Z")),
         (STREAM, _meta(annotations={"x": "z"})),
+        (STREAM, _meta(inventory="web")),
     ],
 )
 def test_any_change_in_content_or_metadata_changes_the_digest(
@@ -467,3 +469,26 @@ def test_redact_url_drops_userinfo(url: str, clean: str) -> None:
 )
 def test_redact_url_drops_credentials_and_token_like_parameters(url: str, clean: str) -> None:
     assert redact_url(url) == clean
+
+
+# -- inventory names and workspaces ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("registry.example/team/app:1", "app"),
+        ("registry.example:5000/app@sha256:" + "ab" * 32, "app"),
+        ("registry.example/team/my_app.v2:1", "my-app-v2"),
+        ("oci-layout:/carry/Shop_Web:v1", "shop-web"),
+        ("/carry/bundle.tar:v1", "bundle"),
+        ("oci-layout:/carry/" + "a" * 60 + "-b", "a" * 53),
+    ],
+)
+def test_the_default_inventory_is_the_destinations_last_path_component(ref: str, name: str) -> None:
+    assert default_inventory(parse_ref(ref)) == name
+
+
+def test_a_destination_that_makes_no_inventory_name_asks_for_one() -> None:
+    with pytest.raises(InputError, match="--inventory NAME"):
+        default_inventory(parse_ref("oci-layout:/carry/___:v1"))

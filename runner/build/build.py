@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from plans.build import BuildPlan, BuildResult, SourceInfo
 from runner import __version__
+from runner.build.inventory import default_inventory
 from runner.build.package import ArtifactMeta, Blob, package
 from runner.build.push import check_destinations, push
 from runner.build.render import Rendered, render_inline, render_kustomize
@@ -94,7 +95,14 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
     check_destinations(destinations)
     options = registry_options(plan)
     if plan.source.artifact is not None:
+        if plan.inventory is not None:
+            raise InputError(
+                "an inventory name cannot be recorded in a copied artifact: it is copied byte "
+                "for byte, config and all",
+                hint="name the inventory when installing it (lading install --inventory NAME)",
+            )
         return copy_artifact(parse_ref(plan.source.artifact.ref), destinations, options, progress)
+    inventory = plan.inventory or default_inventory(destinations[0])
 
     durations: dict[str, float] = {}
     t0 = time.monotonic()
@@ -129,6 +137,7 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         annotations={
             k: redact_url(v) if k == ANN_SOURCE else v for k, v in plan.annotations.items()
         },
+        inventory=inventory,
     )
     pkg = package(stream, ids, meta)
     durations["package"] = time.monotonic() - t1
@@ -159,6 +168,7 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
             dirty=facts.dirty,
         ),
         version=plan.version,
+        inventory=inventory,
         checksum=sha256_digest(stream.encode()),
         durations={k: round(v, 3) for k, v in durations.items()},
     )
@@ -210,6 +220,7 @@ def copy_artifact(
     annotations = manifest.annotations
     source_doc = config.get("source") or {}
     url = source_doc.get("url") or annotations.get(ANN_SOURCE)
+    inventory = config.get("inventory")
     return BuildResult(
         digest=manifest.descriptor.digest,
         ref=refs[0],
@@ -228,6 +239,7 @@ def copy_artifact(
             or "",
         ),
         version=config.get("version") or annotations.get("org.opencontainers.image.version"),
+        inventory=inventory if isinstance(inventory, str) else None,
         checksum=config.get("checksum"),
         copied=True,
         durations={"copy": round(time.monotonic() - t0, 3)},

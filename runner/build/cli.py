@@ -23,6 +23,7 @@ from runner.common.reference import parse_ref
 _FLAG_FIELDS = {
     "to": "to",
     "version": "version",
+    "inventory": "inventory",
     "source_url": "metadata.url",
     "revision": "metadata.revision",
     "source_path": "metadata.path",
@@ -163,6 +164,7 @@ def render_build(result: BuildResult) -> str:
         f"  size:    {result.size} bytes",
         f"  objects: {result.objects}",
         f"  version: {result.version or '-'}",
+        f"  inventory: {result.inventory or '-'}",
         f"  source:  {where or '-'}",
         f"  created: {source.created or '-'}",
     ]
@@ -192,6 +194,12 @@ def render_build(result: BuildResult) -> str:
     "(repeatable, one per tag).",
 )
 @click.option("--version", help="Artifact version, e.g. 1.4.0.")
+@click.option(
+    "--inventory",
+    metavar="NAME",
+    help="Inventory name to record in the artifact, the install's default "
+    "[default: the first --to's last path component].",
+)
 @click.option(
     "--source", "source_url", metavar="URL", help="Source URL (default: the git remote `origin`)."
 )

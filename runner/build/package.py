@@ -61,6 +61,9 @@ class ArtifactMeta:
     inputs: dict[str, Any]
     annotations: dict[str, str]
     dirty: bool = False  # built from uncommitted changes
+    # The install's default inventory: recorded here, so one digest lands in one inventory
+    # however it is referenced (a registry, an oci-layout: directory, a tar).
+    inventory: str | None = None
 
 
 def deterministic_tar_gz(name: str, content: bytes) -> bytes:
@@ -103,6 +106,7 @@ def package(stream: str, object_ids: list[str], meta: ArtifactMeta) -> Package:
         "inputs": meta.inputs,
         "checksum": sha256_digest(content),
         "objects": {"count": len(object_ids), "ids": object_ids},
+        **({"inventory": meta.inventory} if meta.inventory else {}),
     }
     config_data = canonical_json(config_doc)
     config = Blob(
