@@ -4,7 +4,8 @@ The plan's `apiVersion` and `kind` pick the runner; the result document goes to 
 `--result FILE`) and the exit code follows the design: 0 success, 1 the job ran and failed,
 2 bad plan, 3 registry or cluster unreachable. Relative paths in a plan are resolved against
 the plan file's directory (`--base` for a plan on stdin), so a plan means the same thing
-whatever directory the runner starts in.
+whatever directory the runner starts in; a BuildPlan's paths must stay inside its workspace
+(`--workspace`, by default that same directory).
 """
 
 from __future__ import annotations
@@ -92,14 +93,9 @@ def _rebased_ref(text: str, base: Path) -> str:
     return moved if moved.startswith(LAYOUT_PREFIX) else LAYOUT_PREFIX + moved
 
 
-def rebase(plan: Plan, base: Path) -> Plan:
-    """The plan with its relative file paths resolved against `base`. Build source paths are
-    left alone: `build(plan, base=…)` resolves those itself."""
-    if isinstance(plan, BuildPlan):
-        return plan.model_copy(update={
-            "to": [_rebased_ref(r, base) for r in plan.to],
-            "ca_file": _rebased(plan.ca_file, base),
-        })
+def rebase(plan: InstallPlan, base: Path) -> InstallPlan:
+    """The plan with its relative file paths resolved against `base`. (A BuildPlan's paths are
+    confined to a workspace as they are resolved: `confine_plan`.)"""
     artifact = plan.artifact.model_copy(update={
         "ref": _rebased_ref(plan.artifact.ref, base),
         "ca_file": _rebased(plan.artifact.ca_file, base),
@@ -118,17 +114,34 @@ class Outcome:
     exit_code: int
 
 
-def run_plan(plan: Plan, *, base: Path, progress: Progress) -> Outcome:
-    """Run one plan: the function behind `lading run`, for callers that have a plan value."""
-    plan = rebase(plan, base)
+def run_plan(
+    plan: Plan,
+    *,
+    base: Path,
+    progress: Progress,
+    workspace: Path | None = None,
+    allow_load_restrictor_none: bool = False,
+) -> Outcome:
+    """Run one plan: the function behind `lading run`, for callers that have a plan value.
+    Relative paths resolve against `base`; a BuildPlan's must stay inside `workspace` (by
+    default `base`), and its kustomize load restrictor stays on unless the caller allows
+    `none`."""
     if isinstance(plan, BuildPlan):
         from runner.build.build import build
+        from runner.build.confine import confine_plan
 
+        confined = confine_plan(
+            plan,
+            workspace or base,
+            base=base,
+            allow_load_restrictor_none=allow_load_restrictor_none,
+        )
         progress(f"build: {len(plan.to)} destination(s)", event="start", kind="BuildPlan")
-        return Outcome(build(plan, base=base, progress=progress), 0)
+        return Outcome(build(confined, base=base, progress=progress), 0)
 
     from runner.install.install import InstallFailed, install
 
+    plan = rebase(plan, base)
     progress(f"install: {plan.artifact.ref}", event="start", kind="InstallPlan")
     try:
         return Outcome(install(plan, progress=progress), 0)
@@ -165,6 +178,12 @@ def write_result(result: BaseModel, fmt: OutputFormat, path: Path) -> None:
 @click.option("--base", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Resolve relative paths in the plan against this directory "
                    "[default: the plan file's directory; the current one for stdin].")
+@click.option("--workspace", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Directory a BuildPlan's paths must stay inside [default: the --base "
+                   "directory].")
+@click.option("--allow-load-restrictor-none", is_flag=True,
+              help="Let a BuildPlan turn kustomize's load restrictor off "
+                   "(load_restrictor: none); a plan alone never can.")
 @click.option("-o", "--output", type=click.Choice(["json", "yaml", "text"]), default="json",
               show_default=True, help="Result format (text: a one-line summary).")
 @click.option("-v", "--verbose", is_flag=True, help="More progress detail on stderr.")
@@ -172,7 +191,8 @@ def write_result(result: BaseModel, fmt: OutputFormat, path: Path) -> None:
 @log_format_option
 @click.pass_context
 def run_cmd(ctx: click.Context, plan_file: str, result_file: Path | None, base: Path | None,
-            output: OutputFormat, verbose: bool, quiet: bool) -> None:
+            workspace: Path | None, allow_load_restrictor_none: bool, output: OutputFormat,
+            verbose: bool, quiet: bool) -> None:
     """Run a job plan: dispatch on its kind, print the result document.
 
     The entrypoint of the runner image. Exit 0 success, 1 the job failed (the result says
@@ -183,6 +203,7 @@ def run_cmd(ctx: click.Context, plan_file: str, result_file: Path | None, base: 
       lading run -f plans/examples/build.yaml
       lading run -f plans/examples/install.yaml --result result.json --log-format json
       curl -s https://control.example/jobs/42/plan | lading run -f - --base /work
+      lading run -f deploy/plans/build.yaml --workspace .
     """
     if plan_file == "-":
         document, where, plan_dir = read_document(None, sys.stdin.read()), "<stdin>", Path.cwd()
@@ -191,7 +212,13 @@ def run_cmd(ctx: click.Context, plan_file: str, result_file: Path | None, base: 
         document, where, plan_dir = read_document(path), plan_file, path.resolve().parent
     plan = load_plan(document, where)
     progress = progress_for(quiet, verbose)
-    outcome = run_plan(plan, base=(base or plan_dir).resolve(), progress=progress)
+    outcome = run_plan(
+        plan,
+        base=(base or plan_dir).resolve(),
+        progress=progress,
+        workspace=workspace,
+        allow_load_restrictor_none=allow_load_restrictor_none,
+    )
     status = getattr(outcome.result, "status", "succeeded")
     progress(f"finished: {status}", event="finished", exit_code=outcome.exit_code)
     finish_live()

@@ -177,7 +177,20 @@ def test_a_plan_on_stdin_is_read(capsys, monkeypatch, tmp_path: Path) -> None:
         "source": {"kustomize": {"path": str(EXAMPLES / "overlays/dev")}},
         "to": [f"oci-layout:{tmp_path}/out:v1"],
     }
-    ran = lading(capsys, monkeypatch, "build", "-f", "-", "-o", "json", stdin=json.dumps(plan))
+    # The plan names files in two trees (the repository's examples, a temporary directory), so
+    # its workspace is one that holds both.
+    ran = lading(
+        capsys,
+        monkeypatch,
+        "build",
+        "-f",
+        "-",
+        "--workspace",
+        "/",
+        "-o",
+        "json",
+        stdin=json.dumps(plan),
+    )
     assert ran.code == 0, ran.err
     assert json.loads(ran.out)["objects"] == 13
 

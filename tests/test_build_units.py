@@ -28,6 +28,7 @@ from runner.common.objects import (
 )
 from runner.common.oci import LADING_ARTIFACT, LADING_CONFIG, LADING_CONTENT
 from runner.common.reference import parse_ref
+from runner.common.workspace import confine, refuse_escaping_links
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -492,3 +493,26 @@ def test_the_default_inventory_is_the_destinations_last_path_component(ref: str,
 def test_a_destination_that_makes_no_inventory_name_asks_for_one() -> None:
     with pytest.raises(InputError, match="--inventory NAME"):
         default_inventory(parse_ref("oci-layout:/carry/___:v1"))
+
+
+def test_confine_resolves_relative_paths_and_refuses_what_leads_out(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    (workspace / "sub").mkdir(parents=True)
+    (workspace / "inside").symlink_to(workspace / "sub")
+    (workspace / "out").symlink_to(tmp_path)
+    assert confine("sub/../a.yaml", workspace, "f") == workspace / "a.yaml"
+    assert confine("inside/a.yaml", workspace, "f") == workspace / "sub" / "a.yaml"
+    assert confine(workspace / "new" / "dir", workspace, "f") == workspace / "new" / "dir"
+    assert confine("a.yaml", workspace, "f", base=workspace / "sub") == workspace / "sub" / "a.yaml"
+    for path in ("../a.yaml", "/etc/passwd", "out/a.yaml", "sub/../../a.yaml"):
+        with pytest.raises(InputError, match=r"^to\[2\]: .* leads outside the workspace"):
+            confine(path, workspace, "to[2]")
+
+
+def test_a_symlink_loop_is_refused_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(InputError, match="cannot resolve"):
+        confine("a/x.yaml", tmp_path, "source.inline.files[0]")
+    with pytest.raises(InputError, match="cannot resolve"):
+        refuse_escaping_links(tmp_path, "source.kustomize.path")

@@ -35,9 +35,10 @@ def _build_example(capsys, monkeypatch, name: str, registry: RegistryEndpoint) -
     repo = f"{registry.host}/{_unique('plans')}/example"
     plan["to"] = [f"{repo}:{ref.rsplit(':', 1)[1]}" for ref in plan["to"]]
     # On stdin with --base, exactly as a control plane would pipe it; relative source paths
-    # then mean what they mean in the file.
+    # then mean what they mean in the file. build.yaml builds ../../examples: the workspace is
+    # the repository.
     ran = lading(capsys, monkeypatch, "run", "-f", "-", "--base", str(EXAMPLES),
-                 stdin=yaml.safe_dump(plan))
+                 "--workspace", str(EXAMPLES.parent.parent), stdin=yaml.safe_dump(plan))
     assert ran.code == 0, ran.err
     result: dict[str, Any] = json.loads(ran.out)
     jsonschema.validate(result, schema("build-result"))

@@ -4,7 +4,6 @@ result."""
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import click
 from plans.build import BuildPlan, BuildResult
 from plans.common import read_document, validate_document
 from plans.inspect import InspectResult
+from runner.build.confine import confine_plan
 from runner.common.cliopts import fmt, given, output_options, progress_for, registry_flags
 from runner.common.errors import InputError
 from runner.common.output import emit
@@ -48,7 +48,8 @@ def _annotations(values: tuple[str, ...]) -> dict[str, str]:
 
 def plan_from_flags(ctx: click.Context, plan_file: str | None) -> tuple[BuildPlan, Path]:
     """The BuildPlan the command line describes, and the directory its paths are relative to.
-    Flags given on the command line override the plan file's fields."""
+    Flags given on the command line override the plan file's fields. A plan file's paths are
+    confined to its workspace; the flags are the person's own and are not."""
     document: dict[str, Any] = {}
     base = Path.cwd()
     what = "build flags"
@@ -58,8 +59,10 @@ def plan_from_flags(ctx: click.Context, plan_file: str | None) -> tuple[BuildPla
         if not isinstance(raw, dict):
             raise InputError(f"build plan {plan_file} must be a mapping")
         base = Path.cwd() if stdin else Path(plan_file).absolute().parent
-        document = _rebase_files(raw, base)
+        document = dict(raw)
         what = f"build plan {plan_file}"
+    elif given(ctx, "workspace"):
+        raise click.UsageError("--workspace confines a plan file's paths: give it with -f PLAN")
 
     params = ctx.params
 
@@ -106,27 +109,21 @@ def plan_from_flags(ctx: click.Context, plan_file: str | None) -> tuple[BuildPla
         document["annotations"] = merged
     if "to" not in document:
         raise click.UsageError("give a destination: --to REF (repeat it for more tags)")
-    return validate_document(BuildPlan, document, what), base
-
-
-def _rebase_files(document: dict[str, Any], base: Path) -> dict[str, Any]:
-    """A plan file's destination layouts and CA file, resolved against its directory (source
-    paths are resolved by `build(plan, base=…)`), so a plan means the same from any directory."""
-    out = dict(document)
-    to = out.get("to")
-    if isinstance(to, list):
-        out["to"] = [_rebase_ref(t, base) if isinstance(t, str) else t for t in to]
-    ca_file = out.get("ca_file")
-    if isinstance(ca_file, str):
-        out["ca_file"] = str(base / ca_file)
-    return out
-
-
-def _rebase_ref(text: str, base: Path) -> str:
-    ref = parse_ref(text)
-    if ref.kind == "registry" or Path(ref.location).is_absolute():
-        return text
-    return str(replace(ref, location=str(base / ref.location)))
+    plan = validate_document(BuildPlan, document, what)
+    if not plan_file:
+        return plan, base
+    from_flags = {field for flag, field in _FLAG_FIELDS.items() if given(ctx, flag)}
+    workspace = Path(params["workspace"]) if params["workspace"] else base
+    confined = confine_plan(
+        plan,
+        workspace,
+        base=base,
+        # Typed by the person running lading, so theirs to allow; a plan alone cannot.
+        allow_load_restrictor_none=given(ctx, "load_restrictor")
+        and params["load_restrictor"] == "none",
+        typed=from_flags | ({"source"} if sources else set()),
+    )
+    return confined, base
 
 
 def _set(document: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -179,6 +176,12 @@ def render_build(result: BuildResult) -> str:
     metavar="PLAN",
     help="BuildPlan file (YAML/JSON), or - for stdin; its paths are relative to it.",
 )
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, exists=True),
+    help="Directory the plan file's paths must stay inside "
+    "[default: the plan file's directory; the current one for stdin].",
+)
 @click.option("--inline", multiple=True, metavar="FILE", help="Manifest file to pack (repeatable).")
 @click.option("--kustomize", metavar="DIR", help="Kustomize directory (base or overlay).")
 @click.option(
@@ -221,7 +224,7 @@ def render_build(result: BuildResult) -> str:
     type=click.Choice(["rootOnly", "none"]),
     default="rootOnly",
     show_default=True,
-    help="kustomize load restrictor.",
+    help="kustomize load restrictor (a plan's `none` needs this flag too).",
 )
 @click.option(
     "--sign",

@@ -22,6 +22,7 @@ import yaml
 from plans.build import InlineSource, KustomizeSource
 from runner.common.errors import InputError
 from runner.common.objects import Obj, check_objects, parse_stream
+from runner.common.workspace import refuse_escaping_links
 
 KUSTOMIZE_TIMEOUT = 300
 
@@ -106,6 +107,7 @@ def render_kustomize(source: KustomizeSource, base: Path) -> Rendered:
             f"{source.path!r} holds no kustomization.yaml",
             hint="point at an overlay or base directory, or use --inline for plain manifests",
         )
+    refuse_escaping_links(directory, "source.kustomize.path")
     kustomize = tool_path("kustomize")
     inputs: dict[str, Any] = {
         "type": "kustomize",
