@@ -197,6 +197,24 @@ def test_flags_a_person_types_are_not_confined_to_a_workspace(
     assert read_back(to).config["objects"]["ids"] == ["/v1/ConfigMap//typed"]
 
 
+def test_a_workspace_without_a_plan_file_is_a_usage_error(
+    capsys, monkeypatch, tmp_path: Path
+) -> None:
+    ran = lading(
+        capsys,
+        monkeypatch,
+        "build",
+        "--inline",
+        str(_write(tmp_path / "cm.yaml", CONFIG_MAP.format(name="c"))),
+        "--to",
+        f"oci-layout:{tmp_path / 'out'}:v1",
+        "--workspace",
+        str(tmp_path),
+    )
+    _refused(ran, "--workspace", "-f PLAN")
+    assert not (tmp_path / "out").exists()
+
+
 # -- symlinks inside a kustomize tree --------------------------------------------------------
 
 

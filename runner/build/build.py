@@ -64,7 +64,9 @@ def canonical_yaml(text: str, source: str) -> tuple[str, list[str]]:
 
 
 def build(plan: BuildPlan, *, base: Path | None = None, progress: Progress = silent) -> BuildResult:
-    """Run a build plan. `base` resolves relative source paths (the plan file's directory)."""
+    """Run a build plan. `base` resolves relative source paths (the plan file's directory).
+    Paths are taken as given: a plan from a file or a control plane goes through
+    `confine_plan` first, as `run_plan` and `lading build -f` do."""
     if not plan.sign:
         return _build(plan, base=base, progress=progress)
     from runner.supply.sign import identity_token, sign, trust_config
@@ -125,7 +127,8 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
             "does not describe this build (recorded as dirty)"
         )
     meta = ArtifactMeta(
-        title=Path(facts.path).name if facts.path else destinations[0].short_name,
+        # Named like the inventory, not the destination: one build, one digest, wherever it goes.
+        title=Path(facts.path).name if facts.path else inventory,
         created=facts.created,
         version=plan.version,
         source_url=facts.url,
