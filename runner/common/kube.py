@@ -4,7 +4,9 @@ discovery cached per cluster.
 
 Objects stay plain dicts. Errors become `KubeError` values carrying the API Status (reason,
 message, causes) so callers can explain conflicts and invalid fields; nothing here ever puts a
-token or a request body into a message.
+token or a request body into a message, and an error answering a request that sent a Secret is
+redacted (`runner.common.redact`) before it leaves this module: the server quotes rejected
+values, and a Secret's values are secret.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from kubernetes import config as k8s_config
 
 from runner.common.errors import InputError, OperationFailed, RemoteError
 from runner.common.objects import Obj
+from runner.common.redact import redact, secret_values
 
 APPLY_PATCH = "application/apply-patch+yaml"
 
@@ -82,6 +85,16 @@ class KubeError(OperationFailed):
         self.message = message
         self.causes = causes
         self.details = details
+
+    def redacted(self, values: list[str]) -> KubeError:
+        """This error with `values` and every value the server quoted masked, in the message
+        and in each cause."""
+        causes = [
+            {k: redact(v, values) if isinstance(v, str) else v for k, v in cause.items()}
+            for cause in self.causes
+        ]
+        details = {**self.details, "causes": causes} if "causes" in self.details else self.details
+        return KubeError(self.status, self.reason, redact(self.message, values), causes, details)
 
     @property
     def is_not_found(self) -> bool:
@@ -163,7 +176,10 @@ class KubeClient:
                 hint="refresh the kubeconfig credentials or token",
             )
         if not 200 <= response.status < 300:
-            raise _kube_error(response.status, data)
+            error = _kube_error(response.status, data)
+            if isinstance(body, dict) and body.get("kind") == "Secret":
+                error = error.redacted(secret_values(body))
+            raise error
         return json.loads(data) if data else None
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:

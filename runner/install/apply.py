@@ -20,6 +20,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
+# The apiserver's wording for a value of the wrong type in an apply patch (see kube.py).
+_TYPED_PATCH = re.compile(
+    r"failed to create typed patch object \([^)]*\): (?P<field>\S+): (?P<problem>[^,]+), got "
+    r"&value\.valueUnstructured\{Value:(?P<value>.*)\}$",
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ def describe_error(error: KubeError) -> str:
             f"{c.get('field', '')}: {c.get('message', '')}".strip(": ") for c in error.causes
         )
         return f"invalid: {details}"
+    typed = _TYPED_PATCH.search(error.message) if error.is_invalid else None
+    if typed:
+        # Go's struct syntax around the value says nothing to a user.
+        return f"invalid: {typed['field']}: {typed['problem']}, got {typed['value']}"
     return error.message
 
 

@@ -28,6 +28,9 @@ from runner.install.resolve import Planned, namespaces_present, resolve
 
 Segment = tuple[str, Any]  # ("f", key) | ("k", item) | ("i", index)
 MASK = "(hidden)"
+# `kubectl apply` keeps a copy of what it applied, a Secret's values included, in this
+# annotation; on a Secret it is as secret as `data`.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def _path_text(path: list[Segment]) -> str:
@@ -121,7 +124,10 @@ def _secret_path(obj: Obj, path: list[Segment]) -> bool:
     return (
         obj.get("kind") == "Secret"
         and bool(path)
-        and path[0] in (("f", "data"), ("f", "stringData"))
+        and (
+            path[0] in (("f", "data"), ("f", "stringData"))
+            or path[:3] == [("f", "metadata"), ("f", "annotations"), ("f", LAST_APPLIED)]
+        )
     )
 
 
@@ -132,6 +138,12 @@ def mask_secret(obj: Obj) -> Obj:
     for key in ("data", "stringData"):
         if isinstance(obj.get(key), dict):
             masked[key] = dict.fromkeys(obj[key], MASK)
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if LAST_APPLIED in annotations:
+        masked["metadata"] = {
+            **obj["metadata"],
+            "annotations": {**annotations, LAST_APPLIED: MASK},
+        }
     return masked
 
 
