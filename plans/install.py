@@ -10,21 +10,39 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from plans.common import Result, Strict
 from plans.supply import SignaturePolicy
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", re.ASCII)
+
+
+# A wait longer than a day is a mistake, and far larger values overflow the timers they feed.
+MAX_DURATION = 24 * 3600
+# Namespaces are DNS-1123 labels; checking here gives exit 2 and the rule instead of the API
+# server's "could not find the requested resource".
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `5m`, `1h30m`, or plain seconds → seconds."""
+    """`90s`, `5m`, `1h30m`, or plain seconds → seconds; from 0 to a day."""
     text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    match = _DURATION.match(text)
-    if not text or not match:
+    match = _DURATION.fullmatch(text)
+    if match and text:
+        hours, minutes, seconds = match.groups()
+        value = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    elif re.fullmatch(r"\d+(?:\.\d+)?", text, re.ASCII):
+        value = float(text)
+    else:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 5m or 1h30m")
-    hours, minutes, seconds = match.groups()
-    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+    if value > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is longer than a day")
+    return value
+
+
+def check_namespace(value: str) -> str:
+    if not _DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            f"invalid namespace {value!r}: a namespace is a DNS-1123 label (at most 63 "
+            "lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    return value
 
 
 class ArtifactSpec(Strict):
@@ -93,6 +111,22 @@ class InstallPlan(Strict):
         description="object ids (Kind/name or "
         "group/version/Kind/namespace/name) that may be recreated",
     )
+    adopt: list[str] = Field(
+        default_factory=list,
+        description="objects another owner holds (another inventory or ApplySet, a Helm "
+        "release, a Flux Kustomization) that this install may take over: Kind/name, "
+        "Kind/namespace/name, a shell pattern, or `all`; each adoption is recorded",
+    )
+    allow_namespaces: list[str] = Field(
+        default_factory=list,
+        description="namespaces besides `namespace` (and those the artifact creates) that "
+        "objects may name; shell patterns, `*` for any",
+    )
+    allow_data_loss: bool = Field(
+        default=False,
+        description="let prune and uninstall delete a CRD that still has custom resources, "
+        "or a Namespace that still holds objects this inventory did not install",
+    )
     dry_run: bool = False
     concurrency: int = Field(default=8, ge=1, le=64)
     verify: SignaturePolicy | None = Field(
@@ -107,6 +141,11 @@ class InstallPlan(Strict):
         parse_duration(value)
         return value
 
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return value if value is None else check_namespace(value)
+
     @property
     def timeout_seconds(self) -> float:
         return parse_duration(self.timeout)
@@ -120,6 +159,19 @@ class Change(Result):
     action: Action
     error: str | None = None
     stage: str | None = None
+    reason: str | None = Field(
+        default=None, description="why an object was skipped or kept (e.g. prune disabled)"
+    )
+
+
+class Adoption(Result):
+    id: str
+    owner: str = Field(description="who held the object before, e.g. Helm release ns/name")
+
+
+class Refusal(Result):
+    id: str
+    reason: str
 
 
 class InstallResult(Result):
@@ -137,6 +189,17 @@ class InstallResult(Result):
     durations: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
     previous_digest: str | None = None
+    adopted: list[Adoption] = Field(
+        default_factory=list, description="objects taken over from another owner, as asked"
+    )
+    refused: list[Refusal] = Field(
+        default_factory=list,
+        description="why preflight refused the install (ownership, namespace scope, "
+        "data loss, control objects); nothing was written",
+    )
+    cluster_scoped: list[str] = Field(
+        default_factory=list, description="ids of the cluster-scoped objects in the artifact"
+    )
 
 
 class FieldDiff(Result):

@@ -409,12 +409,9 @@ def test_uninstall_deletes_members_and_the_inventory_only(
     install(make_plan(ref, ns, control_plane))
     kube.apply(CONFIGMAPS, config_map("outsider", ns, {"k": "x"}), field_manager="someone")
 
-    from plans.install import TargetSpec
+    result = uninstall(make_plan(ref, ns, control_plane), progress=lambda _: None)
 
-    result = uninstall(TargetSpec(kubeconfig=str(control_plane.kubeconfig)), "app", ns,
-                       dry_run=False, progress=lambda _: None)
-
-    assert result.summary == {"deleted": 2, "failed": 0}
+    assert result.summary == {"deleted": 2, "skipped": 0, "failed": 0}
     assert kube.get(CONFIGMAPS, ns, "a") is None
     assert kube.get(CONFIGMAPS, ns, "outsider") is not None
     assert not inv.read(kube, "app", ns).exists

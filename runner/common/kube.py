@@ -243,14 +243,18 @@ class KubeClient:
         propagation: str = "Background",
         dry_run: bool = False,
         uid: str | None = None,
+        resource_version: str | None = None,
     ) -> bool:
         body: dict[str, Any] = {
             "kind": "DeleteOptions",
             "apiVersion": "v1",
             "propagationPolicy": propagation,
         }
-        if uid:
-            body["preconditions"] = {"uid": uid}
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        if preconditions:
+            body["preconditions"] = preconditions
         query = {"dryRun": "All"} if dry_run else None
         try:
             self.request("DELETE", resource.object_path(namespace, name), query=query, body=body)
@@ -290,6 +294,10 @@ class KubeClient:
         with self._lock:
             self._group_versions[api_version] = resources
         return resources
+
+    def resources_in(self, api_version: str) -> builtins.list[Resource]:
+        """Every resource a group/version serves (empty when the cluster has none)."""
+        return builtins.list(self._load_group_version(api_version))
 
     def resource_for(self, api_version: str, kind: str) -> Resource | None:
         """The resource serving apiVersion/kind, or None when the cluster has no such kind."""

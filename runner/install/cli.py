@@ -12,6 +12,7 @@ from plans.common import read_document, validate_document
 from plans.install import DiffResult, InstallPlan, InstallResult
 from runner.common.cliopts import (
     cluster_options,
+    current_log_format,
     fmt,
     given,
     output_options,
@@ -20,7 +21,7 @@ from runner.common.cliopts import (
     set_path,
 )
 from runner.common.errors import InputError
-from runner.common.output import emit
+from runner.common.output import emit, report_error
 from runner.supply.cli import apply_install_verify, install_verify_options
 
 # flag name → InstallPlan field (dotted)
@@ -39,6 +40,9 @@ _FLAG_FIELDS = {
     "dry_run": "dry_run",
     "concurrency": "concurrency",
     "allow_empty": "allow_empty",
+    "adopt": "adopt",
+    "allow_namespace": "allow_namespaces",
+    "allow_data_loss": "allow_data_loss",
     "kubeconfig": "target.kubeconfig",
     "context": "target.context",
     "plain_http": "artifact.plain_http",
@@ -46,7 +50,16 @@ _FLAG_FIELDS = {
 }
 
 
-def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> InstallPlan:
+# uninstall and rollback take their reference from the inventory; this one is never fetched.
+_UNUSED_REF = "oci-layout:unused@sha256:" + "0" * 64
+
+
+def build_plan(
+    ctx: click.Context, plan_file: str | None, ref: str | None, *, needs_ref: bool = True
+) -> InstallPlan:
+    """The one way every install-side command (install, diff, rollback, uninstall) turns a
+    plan file and flags into an InstallPlan, so they all enforce the same verify, ownership,
+    namespace and prune policy. Flags given on the command line override the plan."""
     document: dict[str, Any] = {}
     if plan_file:
         raw = read_document(
@@ -69,15 +82,18 @@ def build_plan(ctx: click.Context, plan_file: str | None, ref: str | None) -> In
     elif ref:
         # A reference typed by a person may be a tag: resolve it once, then use the digest.
         document = {"artifact": {"ref": ref, "allow_tag": True}}
-    else:
+    elif needs_ref:
         raise click.UsageError("give an artifact reference or -f PLAN")
+    if not needs_ref:
+        document["artifact"] = {**document.get("artifact", {}), "ref": _UNUSED_REF}
     if plan_file and ref:
         raise click.UsageError("give either REF or -f PLAN, not both")
     for flag, dotted in _FLAG_FIELDS.items():
         if flag in ctx.params and given(ctx, flag):
             value = ctx.params[flag]
             set_path(document, dotted, list(value) if isinstance(value, tuple) else value)
-    apply_install_verify(ctx, document)
+    if "verify_signature" in ctx.params:
+        apply_install_verify(ctx, document)
     return validate_document(InstallPlan, document, f"install plan {plan_file or ''}".strip())
 
 
@@ -133,7 +149,41 @@ def install_options(fn: Any) -> Any:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return policy_options(fn)
+
+
+def _adopt_option(fn: Any) -> Any:
+    return click.option(
+        "--adopt",
+        multiple=True,
+        metavar="KIND/NAME|all",
+        help="Take over this object from its owner (another inventory or ApplySet, a Helm "
+        "release, a Flux Kustomization); refused otherwise.",
+    )(fn)
+
+
+def _allow_namespace_option(fn: Any) -> Any:
+    return click.option(
+        "--allow-namespace",
+        multiple=True,
+        metavar="NS",
+        help="Let objects name this namespace besides -n (a pattern; * for any).",
+    )(fn)
+
+
+def _allow_data_loss_option(fn: Any) -> Any:
+    return click.option(
+        "--allow-data-loss",
+        is_flag=True,
+        help="Delete CRDs that still have custom resources and Namespaces holding objects "
+        "this inventory did not install.",
+    )(fn)
+
+
+def policy_options(fn: Any) -> Any:
+    """Ownership, namespace scope and prune safety: the same flags on every command that
+    writes."""
+    return _adopt_option(_allow_namespace_option(_allow_data_loss_option(fn)))
 
 
 def _render_install(result: InstallResult) -> str:
@@ -151,9 +201,15 @@ def _render_install(result: InstallResult) -> str:
             continue
         lines.append(f"{action}:")
         for change in group[:200]:
-            lines.append(f"  {change.id}" + (f"\n    {change.error}" if change.error else ""))
+            note = change.error or change.reason
+            lines.append(f"  {change.id}" + (f"\n    {note}" if note else ""))
         if len(group) > 200:
             lines.append(f"  … and {len(group) - 200} more")
+    for adoption in result.adopted:
+        lines.append(f"adopted {adoption.id} from {adoption.owner}")
+    if result.cluster_scoped:
+        lines.append(f"cluster-scoped ({len(result.cluster_scoped)}):")
+        lines.extend(f"  {oid}" for oid in result.cluster_scoped[:200])
     if result.error:
         lines.append(f"error: {result.error}")
     return "\n".join(lines)
@@ -166,6 +222,8 @@ def _emit_install(run: Any, output: str) -> None:
         result = run()
     except InstallFailed as e:
         emit(e.result, fmt(output), _render_install)
+        if output != "text":  # stdout holds the document; a person still reads stderr
+            report_error(e.result.error or "failed", current_log_format(), e.exit_code)
         sys.exit(e.exit_code)
     emit(result, fmt(output), _render_install)
 
@@ -253,68 +311,69 @@ def diff_cmd(
 
 
 @click.command("uninstall")
-@click.option("--inventory", required=True, help="Inventory to remove.")
+@click.option("-f", "--plan", "plan_file", help="InstallPlan file whose inventory to remove.")
+@click.option("--inventory", help="Inventory to remove.")
 @click.option("-n", "--namespace")
 @click.option("--dry-run", is_flag=True)
+@_allow_data_loss_option
 @cluster_options
 @output_options
+@click.pass_context
 def uninstall_cmd(
-    inventory: str,
-    namespace: str | None,
-    dry_run: bool,
-    kubeconfig: str | None,
-    context: str | None,
-    output: str,
-    quiet: bool,
-    verbose: bool,
+    ctx: click.Context, /, plan_file: str | None, output: str, quiet: bool, verbose: bool,
     **_: Any,
 ) -> None:
     """Delete everything an inventory installed, then the inventory.
+
+    Refuses (exit 2, nothing deleted) to delete a CRD that still has custom resources or a
+    Namespace holding objects the inventory did not install, unless --allow-data-loss.
 
     \b
     Example:
       lading uninstall --inventory app -n shop
     """
-    from plans.install import TargetSpec
     from runner.install.uninstall import uninstall
 
-    target = TargetSpec(kubeconfig=kubeconfig, context=context)
-    result = uninstall(
-        target, inventory, namespace, dry_run=dry_run, progress=progress_for(quiet, verbose)
-    )
-    emit(result, fmt(output), _render_install)
-    if result.status == "failed":
-        sys.exit(1)
+    plan = build_plan(ctx, plan_file, None, needs_ref=False)
+    if not plan.inventory:
+        raise click.UsageError("give --inventory NAME (or -f PLAN naming one)")
+    _emit_install(lambda: uninstall(plan, progress=progress_for(quiet, verbose)), output)
 
 
 @click.command("rollback")
-@click.option("--inventory", required=True, help="Inventory to roll back.")
+@click.option("-f", "--plan", "plan_file", help="InstallPlan file (its verify policy applies).")
+@click.option("--inventory", help="Inventory to roll back.")
 @click.option("-n", "--namespace")
 @click.option("--field-manager", default="lading", show_default=True)
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout", default="5m", show_default=True)
 @click.option("--force-conflicts", is_flag=True)
+@click.option("--prune/--no-prune", default=True, show_default=True)
 @click.option("--dry-run", is_flag=True)
+@policy_options
+@install_verify_options
 @cluster_options
 @registry_flags
 @output_options
 @click.pass_context
-def rollback_cmd(ctx: click.Context, /, output: str, quiet: bool, verbose: bool, **_: Any) -> None:
-    """Reinstall the digest the inventory held before the current one.
+def rollback_cmd(
+    ctx: click.Context, /, plan_file: str | None, output: str, quiet: bool, verbose: bool,
+    **_: Any,
+) -> None:
+    """Reinstall the digest the inventory held before the current one, under the same
+    verify, ownership and namespace policy as install.
 
     \b
     Example:
       lading rollback --inventory app -n shop
+      lading rollback --inventory app -n shop --verify --certificate-identity … \\
+        --certificate-oidc-issuer https://token.actions.githubusercontent.com
     """
     from runner.install.rollback import rollback
 
-    # The reference comes from the inventory's history; this placeholder is never fetched.
-    document: dict[str, Any] = {"artifact": {"ref": "oci-layout:unused@sha256:" + "0" * 64}}
-    for flag, dotted in _FLAG_FIELDS.items():
-        if flag in ctx.params and given(ctx, flag):
-            set_path(document, dotted, ctx.params[flag])
-    document["inventory"] = ctx.params["inventory"]
-    plan = validate_document(InstallPlan, document, "rollback options")
+    plan = build_plan(ctx, plan_file, None, needs_ref=False)
+    if not plan.inventory:
+        raise click.UsageError("give --inventory NAME (or -f PLAN naming one)")
     _emit_install(lambda: rollback(plan, progress_for(quiet, verbose)), output)
 
 

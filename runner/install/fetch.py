@@ -24,6 +24,15 @@ class Fetched:
     content: ArtifactContent
     located: list[tuple[Obj, str]]  # validated, normalised objects and where each came from
 
+    @property
+    def default_inventory(self) -> str:
+        """The inventory this artifact installs into unless told otherwise: the name recorded
+        at build time, so one digest lands in one inventory however it is referenced; for
+        artifacts without one (Flux, plain tars, older lading builds), the reference's last
+        path component."""
+        recorded = self.content.config.get("inventory")
+        return recorded if isinstance(recorded, str) and recorded else self.ref.short_name
+
 
 def registry_options(spec: ArtifactSpec) -> RegistryOptions:
     return RegistryOptions(

@@ -1,10 +1,13 @@
 """The install runner: InstallPlan → fetch+verify → resolve → preflight → staged apply → prune →
 wait → record → InstallResult.
 
-Validation happens before the first write: every object the cluster can already check is
-dry-run first, and any failure stops the install with nothing written. The only objects that
-cannot be checked up front are those that need a CRD or Namespace from the same artifact; they
-are dry-run right after that first stage and before anything else is written.
+All or nothing: everything is checked before the first write — ownership (no silent takeover
+of another owner's object), namespace scope, lading's own control objects, what a prune would
+lose, and a server-side dry-run of every object. Objects in a namespace that does not exist yet
+are dry-run in a stand-in namespace. Only custom resources whose CRD comes in the same
+artifact cannot be checked before that CRD exists: the new CRDs are created first, those
+objects dry-run, and on failure the CRDs are deleted again, so a refused install leaves the
+cluster as it found it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from plans.install import Change, InstallPlan, InstallResult, TargetSpec
+from plans.install import Adoption, Change, InstallPlan, InstallResult, Refusal, TargetSpec
 from runner.common.errors import InputError, OperationFailed
 from runner.common.kube import KubeClient, KubeError, Resource, Target
 from runner.common.objects import Obj, ObjectId, sort_key
@@ -26,9 +29,12 @@ from runner.install.apply import ApplyOptions, Outcome, apply_one, parallel
 from runner.install.changes import classify, unchanged_without_dry_run
 from runner.install.fetch import Fetched, fetch
 from runner.install.lease import held
+from runner.install.loss import losses
 from runner.install.order import STAGES
-from runner.install.prune import candidates, members, prune
+from runner.install.ownership import claims
+from runner.install.prune import Member, candidates, members, prune
 from runner.install.resolve import NAMESPACES, Planned, namespaces_present, resolve
+from runner.install.scope import cluster_scoped, control_collisions, outside, own_namespaces
 from runner.install.wait import explain, wait
 
 Progress = Callable[[str], None]
@@ -85,6 +91,10 @@ class Run:
     progress: Progress
     changes: dict[ObjectId, Change] = field(default_factory=dict)
     precreated: set[ObjectId] = field(default_factory=set)  # written before the stages ran
+    adopted: dict[ObjectId, str] = field(default_factory=dict)  # id → previous owner
+    refused: list[Refusal] = field(default_factory=list)
+    cluster_scoped: list[str] = field(default_factory=list)
+    checked_elsewhere: set[ObjectId] = field(default_factory=set)  # dry-run in a stand-in ns
     durations: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
@@ -97,13 +107,31 @@ class Run:
             self.durations[phase] = round(self.durations.get(phase, 0.0) + time.monotonic() - t0, 3)
 
     def record(
-        self, oid: ObjectId, action: str, stage: str | None = None, error: str | None = None
+        self,
+        oid: ObjectId,
+        action: str,
+        stage: str | None = None,
+        error: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.changes[oid] = Change(
             id=str(oid),
             action=action,  # type: ignore[arg-type]
             stage=stage,
             error=error,
+            reason=reason,
+        )
+
+    def refuse(self, planned: list[Planned], refusals: list[Refusal]) -> InstallFailed:
+        """Preflight said no: nothing was written (exit 2), and the result says why."""
+        self.refused = refusals
+        failed = {r.id for r in refusals}
+        for p in planned:
+            self.record(p.oid, "failed" if str(p.oid) in failed else "skipped", p.stage)
+        lines = "\n  ".join(f"{r.id}: {r.reason}" for r in refusals)
+        return InstallFailed(
+            self.result(f"refused {len(refusals)} object(s); nothing was written:\n  {lines}"),
+            exit_code=2,
         )
 
     def result(
@@ -128,6 +156,10 @@ class Run:
             durations=self.durations,
             error=error,
             previous_digest=previous,
+            adopted=[Adoption(id=str(o), owner=w) for o, w in sorted(self.adopted.items(),
+                                                                   key=lambda i: str(i[0]))],
+            refused=self.refused,
+            cluster_scoped=self.cluster_scoped,
         )
 
 
@@ -150,7 +182,7 @@ def install(
             plan,
             fetched,
             plan.namespace or client.default_namespace,
-            plan.inventory or fetched.ref.short_name,
+            plan.inventory or fetched.default_inventory,
             progress,
         )
         run.durations["fetch"] = round(fetch_seconds, 3)
@@ -168,6 +200,21 @@ def _check_inventory_name(name: str) -> None:
         )
 
 
+@dataclass
+class Preflight:
+    """Everything decided before the first write."""
+
+    planned: list[Planned]
+    inventory_id: str
+    ready_now: list[Planned]  # objects the cluster can check as they are
+    live: dict[ObjectId, Obj]
+    would_be: dict[ObjectId, Obj | None]
+    fast: set[ObjectId]  # certainly unchanged, decided without a dry-run
+    current: inv.Inventory
+    doomed: list[Member]  # what prune will delete
+    existing_namespaces: set[str]
+
+
 def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> InstallResult:
     plan, progress = run.plan, run.progress
     options = apply_options(plan)
@@ -180,30 +227,117 @@ def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> 
         )
 
     with run.timed("preflight"):
-        existing = namespaces_present(client, run.fetched.located, run.namespace)
-        planned = resolve(
-            run.fetched.located, client, run.namespace, existing, plan.create_namespace
-        )
-        inventory_id = inv.applyset_id(inv.parent_name(run.inventory), run.namespace)
-        planned = [_as_member(p, inventory_id) for p in planned]
-        ready_now = [p for p in planned if not (p.kind_pending or p.namespace_pending)]
-        live = _live_state(client, ready_now, plan.concurrency)
-        would_be, fast = _preflight(client, run, ready_now, live, options, planned)
-        if run.namespace not in existing and not plan.dry_run:
-            _ensure_namespace(client, run, planned, options)
+        checked = _preflight_all(client, run, options)
 
     if plan.dry_run:
-        return _dry_run_result(client, run, planned, would_be, live, operation)
+        return _dry_run_result(client, run, checked, operation)
+
+    created: list[Planned] = []
+    try:
+        with run.timed("preflight"):
+            _check_pending(client, run, checked, options, created)
+            if run.namespace not in checked.existing_namespaces:
+                _ensure_namespace(client, run, checked.planned, options, created)
+    except BaseException:
+        _undo(client, run, created)
+        raise
 
     with held(client, f"lading-{run.inventory}", run.namespace, LOCK_TIMEOUT, progress):
         with run.timed("preflight"):
             # Another install may have run while we waited for the lock: read the live state
-            # again, and ask the server about anything no longer certainly unchanged.
-            live = _live_state(client, ready_now, plan.concurrency)
-            recheck = [p for p in ready_now if p.oid in fast]
-            again, _ = _preflight(client, run, recheck, live, options, planned)
-            would_be.update(again)
-        return _apply_locked(client, run, planned, would_be, live, options, operation)
+            # again, check ownership again, and ask the server about anything no longer
+            # certainly unchanged.
+            live = _live_state(client, checked.ready_now, plan.concurrency)
+            _check_ownership(run, checked.planned, checked.ready_now, live, checked.inventory_id)
+            recheck = [p for p in checked.ready_now if p.oid in checked.fast]
+            again, _ = _preflight(client, run, recheck, live, options, checked.planned)
+            checked.would_be.update(again)
+            checked.live = live
+        return _apply_locked(client, run, checked, options, operation)
+
+
+def _preflight_all(client: KubeClient, run: Run, options: ApplyOptions) -> Preflight:
+    """Every check that needs no write; raises InstallFailed (exit 2) or InputError."""
+    plan = run.plan
+    existing = namespaces_present(client, run.fetched.located, run.namespace)
+    planned = resolve(run.fetched.located, client, run.namespace, existing, plan.create_namespace)
+    inventory_id = inv.applyset_id(inv.parent_name(run.inventory), run.namespace)
+    owner_ref = f"{run.namespace}/{run.inventory}"
+    planned = [_as_member(p, inventory_id, owner_ref) for p in planned]
+    run.cluster_scoped = [str(o) for o in cluster_scoped(p.oid for p in planned)]
+
+    collisions = control_collisions(
+        (p.oid for p in planned), inv.parent_name(run.inventory), run.namespace
+    )
+    if collisions:
+        raise run.refuse(planned, [
+            Refusal(id=str(o), reason=f"collides with lading's own inventory {o.kind.lower()} "
+                    f"for inventory {run.inventory!r}; rename it in the artifact or install "
+                    "into another inventory")
+            for o in collisions
+        ])
+
+    ready_now = [p for p in planned if not (p.kind_pending or p.namespace_pending)]
+    live = _live_state(client, ready_now, plan.concurrency)
+    _check_scope(run, planned, live, inventory_id)
+    _check_ownership(run, planned, ready_now, live, inventory_id)
+
+    current = inv.read(client, run.inventory, run.namespace) if run.namespace in existing else (
+        inv.Inventory(run.inventory, run.namespace)
+    )
+    doomed: list[Member] = []
+    if plan.prune and current.exists:
+        everyone = members(client, current)
+        doomed = candidates(everyone, {p.oid.identity() for p in planned})
+        if not plan.allow_data_loss:
+            refusals = losses(client, doomed, everyone, current)
+            if refusals:
+                raise run.refuse(planned, refusals)
+
+    would_be, fast = _preflight(client, run, ready_now, live, options, planned)
+    _preflight_elsewhere(client, run, planned, options)
+    return Preflight(planned, inventory_id, ready_now, live, would_be, fast, current, doomed,
+                     existing)
+
+
+def _check_scope(
+    run: Run, planned: list[Planned], live: dict[ObjectId, Obj], inventory_id: str
+) -> None:
+    artifact_namespaces = [
+        p.oid.name for p in planned if p.oid.kind == "Namespace" and p.oid.group == ""
+    ]
+    live_namespaces = {o.name: live[o] for o in live if o.kind == "Namespace" and o.group == ""}
+    owned = own_namespaces(run.namespace, artifact_namespaces, live_namespaces, inventory_id)
+    stray = outside((p.oid for p in planned), owned, run.plan.allow_namespaces)
+    if stray:
+        raise run.refuse(planned, [
+            Refusal(id=str(o), reason=f"namespace {o.namespace!r} is outside this install "
+                    f"(namespace {run.namespace!r}); pass --allow-namespace {o.namespace} "
+                    f"(allow_namespaces in a plan), or -n {o.namespace}")
+            for o in stray
+        ])
+
+
+def _check_ownership(
+    run: Run,
+    planned: list[Planned],
+    ready_now: list[Planned],
+    live: dict[ObjectId, Obj],
+    inventory_id: str,
+) -> None:
+    found = claims(((p.oid, live.get(p.oid)) for p in ready_now), inventory_id, run.plan.adopt)
+    refused = [c for c in found if not c.adopted]
+    if refused:
+        raise run.refuse(planned, [
+            Refusal(id=str(c.oid), reason=f"belongs to {c.owner}; lading never takes over "
+                    f"another owner's object silently: pass --adopt "
+                    f"{c.oid.kind}/{c.oid.name} (adopt: in a plan) to take it over")
+            for c in refused
+        ])
+    for c in found:
+        if c.oid not in run.adopted:
+            run.progress(f"adopting {c.oid.kind}/{c.oid.name} from {c.owner}")
+        run.adopted[c.oid] = str(c.owner)
 
 
 def _preflight(
@@ -237,9 +371,154 @@ def _preflight(
     return answers, fast
 
 
-def _as_member(p: Planned, inventory_id: str) -> Planned:
+STAND_IN_NAMESPACE = "default"
+
+
+def _in_namespace(p: Planned, namespace: str) -> Planned:
+    obj = {**p.obj, "metadata": {**p.obj["metadata"], "namespace": namespace}}
+    return Planned(obj, replace(p.oid, namespace=namespace), p.resource, p.stage, p.where,
+                   False, False)
+
+
+def _preflight_elsewhere(
+    client: KubeClient, run: Run, planned: list[Planned], options: ApplyOptions
+) -> None:
+    """Objects whose namespace does not exist yet (the artifact or --create-namespace makes
+    it) cannot be dry-run where they will live. Dry-run them in a stand-in namespace instead:
+    validation and defaulting do not depend on the namespace. Those the stand-in cannot
+    take (a namesake lives there, or we may not write there) wait for `_check_pending`."""
+    waiting = [p for p in planned if p.namespace_pending and not p.kind_pending]
+    if not waiting:
+        return
+    stand_in = run.namespace if run.namespace not in _pending_namespaces(planned) else (
+        STAND_IN_NAMESPACE
+    )
+    moved = [_in_namespace(p, stand_in) for p in waiting]
+    try:
+        taken = _live_state(client, moved, options.concurrency)
+    except KubeError:
+        return
+    free = [m for m in moved if m.oid not in taken]
+    outcomes = parallel(
+        free, lambda p: apply_one(client, p, options, dry_run=True), options.concurrency
+    )
+    bad = [o for o in outcomes if o.error and o.status not in (403, 404)]
+    by_name = {(p.oid.group, p.oid.kind, p.oid.name): p for p in waiting}
+    failed = [
+        Outcome(by_name[(o.planned.oid.group, o.planned.oid.kind, o.planned.oid.name)],
+                None, o.error, o.status)
+        for o in bad
+    ]
+    _fail_on_preflight(run, failed, planned)
+    run.checked_elsewhere = {
+        by_name[(o.planned.oid.group, o.planned.oid.kind, o.planned.oid.name)].oid
+        for o in outcomes if not o.error
+    }
+
+
+def _pending_namespaces(planned: list[Planned]) -> set[str]:
+    return {p.oid.namespace for p in planned if p.namespace_pending}
+
+
+def _check_pending(
+    client: KubeClient, run: Run, checked: Preflight, options: ApplyOptions,
+    created: list[Planned],
+) -> None:
+    """Validate what could not be validated before anything existed: custom resources whose
+    CRD is in this artifact, and objects the stand-in namespace could not take. Creates the
+    CRDs (and, for the latter, their namespaces) first, adding each to `created`, which the
+    caller deletes again when this raises."""
+    planned = checked.planned
+    kinds = [p for p in planned if p.kind_pending]
+    others = [
+        p for p in planned
+        if p.namespace_pending and not p.kind_pending and p.oid not in run.checked_elsewhere
+    ]
+    if not kinds and not others:
+        return
+    crds = [
+        p for p in planned
+        if p.oid.kind == "CustomResourceDefinition" and p.oid not in checked.live
+    ] if kinds else []
+    needed = {p.oid.namespace for p in others}
+    spaces = [p for p in planned if p.oid.kind == "Namespace" and p.oid.group == ""
+              and p.oid.name in needed]
+    spaces += [_namespace_for(run, n) for n in needed - {p.oid.name for p in spaces}]
+    first = crds + spaces
+    run.progress(
+        f"preflight: creating {len(crds)} CRD(s) and {len(spaces)} namespace(s) to validate "
+        f"{len(kinds) + len(others)} object(s) that need them (undone if validation fails)"
+    )
+    for p in first:
+        outcome = apply_one(client, p, options)
+        if outcome.error:
+            _fail_on_preflight(run, [outcome], planned)
+        created.append(p)
+        run.precreated.add(p.oid)
+    waiting = wait(client, [(p.oid, p.resource) for p in first], FIRST_STAGE_TIMEOUT,
+                   run.progress, interval=0.2)
+    if waiting:
+        for p in planned:
+            run.record(p.oid, "skipped", p.stage)
+        raise InstallFailed(run.result(
+            "CRDs/Namespaces did not become ready: "
+            + "; ".join(f"{w.oid.kind}/{w.oid.name}: {w.reason}" for w in waiting)
+        ))
+    for p in kinds:
+        client.forget(p.oid.api_version)
+    refreshed = [_refresh(client, p) for p in kinds]
+    checks = [
+        _in_namespace(p, _stand_in(run, planned)) if p.namespace_pending else p
+        for p in refreshed
+    ] + others
+    outcomes = parallel(
+        checks, lambda p: apply_one(client, p, options, dry_run=True), options.concurrency
+    )
+    by_name = {(p.oid.group, p.oid.kind, p.oid.name): p for p in kinds + others}
+    _fail_on_preflight(run, [
+        Outcome(by_name[(o.planned.oid.group, o.planned.oid.kind, o.planned.oid.name)],
+                None, o.error, o.status)
+        for o in outcomes if o.error
+    ], planned)
+
+
+def _stand_in(run: Run, planned: list[Planned]) -> str:
+    return run.namespace if run.namespace not in _pending_namespaces(planned) else (
+        STAND_IN_NAMESPACE
+    )
+
+
+def _namespace_for(run: Run, name: str) -> Planned:
+    """A namespace --create-namespace makes: not a member of the inventory (it holds the
+    inventory), so uninstall leaves it, as Helm does."""
+    del run
+    obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    oid = ObjectId("", "v1", "Namespace", "", name)
+    return Planned(obj, oid, NAMESPACES, "crds-namespaces", "--create-namespace", False, False)
+
+
+def _undo(client: KubeClient, run: Run, created: list[Planned]) -> None:
+    """Delete what this run created before it was refused, newest first, and wait until it is
+    gone, so a refused install leaves the cluster as it found it."""
+    for p in reversed(created):
+        try:
+            client.delete(p.resource, p.oid.namespace or None, p.oid.name)
+        except KubeError as e:
+            run.progress(f"could not remove {p.oid.kind}/{p.oid.name} again: {e.message}")
+    deadline = time.monotonic() + FIRST_STAGE_TIMEOUT
+    for p in created:
+        if p.oid.kind == "Namespace":
+            continue  # the namespace controller finishes this; nothing in it was written
+        while (client.get(p.resource, p.oid.namespace or None, p.oid.name) is not None
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+    if created:
+        run.progress(f"removed {len(created)} object(s) this install had created")
+
+
+def _as_member(p: Planned, inventory_id: str, owner_ref: str) -> Planned:
     return Planned(
-        inv.label_member(p.obj, inventory_id),
+        inv.label_member(p.obj, inventory_id, owner_ref),
         p.oid,
         p.resource,
         p.stage,
@@ -258,8 +537,9 @@ def _fail_on_preflight(run: Run, outcomes: list[Outcome], planned: list[Planned]
     for o in failed:
         run.record(o.planned.oid, "failed", o.planned.stage, _scrub(o.planned, o.error))
     lines = [
-        f"{o.planned.where}: {o.planned.oid.kind}/{o.planned.oid.name}: "
-        f"{_scrub(o.planned, o.error)}"
+        f"{o.planned.oid.kind}/{o.planned.oid.name}"
+        + (f" in {o.planned.oid.namespace}" if o.planned.oid.namespace else "")
+        + f" ({o.planned.where}): {_scrub(o.planned, o.error)}"
         for o in failed
     ]
     message = (
@@ -279,9 +559,11 @@ def _scrub(p: Planned, message: str | None) -> str | None:
 
 
 def _ensure_namespace(
-    client: KubeClient, run: Run, planned: list[Planned], options: ApplyOptions
+    client: KubeClient, run: Run, planned: list[Planned], options: ApplyOptions,
+    created: list[Planned],
 ) -> None:
-    """The inventory and its lock live in the install namespace, so it must exist first."""
+    """The inventory and its lock live in the install namespace, so it must exist first.
+    Everything is validated by now; adds what it created to `created`."""
     own = next(
         (
             p
@@ -290,20 +572,21 @@ def _ensure_namespace(
         ),
         None,
     )
-    if own is not None:
-        outcome = apply_one(client, own, options)
-        if outcome.error:
-            raise InstallFailed(run.result(f"creating namespace {run.namespace}: {outcome.error}"))
-        run.precreated.add(own.oid)
-        return
-    if not run.plan.create_namespace:
+    if own is None and not run.plan.create_namespace:
         raise InputError(
             f"namespace {run.namespace!r} does not exist",
             hint="pass --create-namespace (create_namespace: true in a plan), or install "
             "into an existing namespace",
         )
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": run.namespace}}
-    client.apply(NAMESPACES, ns, field_manager=run.plan.field_manager)
+    target = own or _namespace_for(run, run.namespace)
+    if target.oid in run.precreated:
+        return
+    outcome = apply_one(client, target, options)
+    if outcome.error:
+        raise InstallFailed(run.result(f"creating namespace {run.namespace}: {outcome.error}"))
+    created.append(target)
+    if own is not None:
+        run.precreated.add(target.oid)
     run.progress(f"created namespace {run.namespace}")
 
 
@@ -348,42 +631,32 @@ def _live_state(
 
 
 def _dry_run_result(
-    client: KubeClient,
-    run: Run,
-    planned: list[Planned],
-    would_be: dict[ObjectId, Obj | None],
-    live: dict[ObjectId, Obj],
-    operation: str,
+    client: KubeClient, run: Run, checked: Preflight, operation: str
 ) -> InstallResult:
-    for p in planned:
+    del client
+    for p in checked.planned:
         if p.kind_pending or p.namespace_pending:
             run.record(p.oid, "created", p.stage)
             continue
-        answer = would_be.get(p.oid)
+        answer = checked.would_be.get(p.oid)
         action = (
-            classify(answer, live.get(p.oid), run.plan.field_manager)
+            classify(answer, checked.live.get(p.oid), run.plan.field_manager)
             if answer is not None
             else "configured"
         )  # None: would be recreated
         run.record(p.oid, action, p.stage)
-    if run.plan.prune:
-        current = inv.read(client, run.inventory, run.namespace)
-        keep = {p.oid.identity() for p in planned}
-        for member in candidates(members(client, current), keep):
+    for member in checked.doomed:
+        if member.prune_disabled:
+            run.record(member.oid, "skipped", reason="lading.dev/prune: disabled")
+        else:
             run.record(member.oid, "deleted")
     return run.result(operation=operation)
 
 
 def _apply_locked(
-    client: KubeClient,
-    run: Run,
-    planned: list[Planned],
-    would_be: dict[ObjectId, Obj | None],
-    live: dict[ObjectId, Obj],
-    options: ApplyOptions,
-    operation: str,
+    client: KubeClient, run: Run, checked: Preflight, options: ApplyOptions, operation: str
 ) -> InstallResult:
-    plan, progress = run.plan, run.progress
+    plan, progress, planned = run.plan, run.progress, checked.planned
     current = inv.read(client, run.inventory, run.namespace)
     previous = current.digest
     new_kinds = {inv.group_kind(p.oid.group, p.oid.kind) for p in planned}
@@ -396,16 +669,23 @@ def _apply_locked(
     inv.write(client, superset, plan.field_manager)
 
     with run.timed("apply"):
-        error = _apply_stages(client, run, planned, would_be, live, options)
+        error = _apply_stages(client, run, planned, checked.would_be, checked.live, options)
 
     if error is None and plan.prune:
         with run.timed("prune"):
             keep = {p.oid.identity() for p in planned}
             doomed = candidates(members(client, superset), keep)
-            for member, failure in prune(client, doomed, dry_run=False, progress=progress):
-                run.record(member.oid, "failed" if failure else "deleted", error=failure)
-                if failure and error is None:
-                    error = f"pruning {member.oid}: {failure}"
+            for outcome in prune(
+                client, doomed, checked.inventory_id, dry_run=False, progress=progress
+            ):
+                oid = outcome.member.oid
+                if outcome.action == "failed":
+                    run.record(oid, "failed", error=outcome.reason)
+                    error = error or f"pruning {oid}: {outcome.reason}"
+                elif outcome.action == "kept":
+                    run.record(oid, "skipped", reason=outcome.reason)
+                else:
+                    run.record(oid, "deleted")
 
     final = superset if error else current.with_members(new_kinds, new_namespaces)
     inv.write(
@@ -435,49 +715,27 @@ def _apply_stages(
     live: dict[ObjectId, Obj],
     options: ApplyOptions,
 ) -> str | None:
-    """Apply stage by stage; returns an error message, or None when all stages applied."""
+    """Apply stage by stage; returns an error message, or None when all stages applied.
+    Everything was validated before; what the server refuses now fails the install."""
     by_stage: dict[str, list[Planned]] = defaultdict(list)
     for p in sorted(planned, key=lambda p: sort_key(p.obj)):
         by_stage[p.stage].append(p)
     for index, stage in enumerate(STAGES):
-        items = by_stage.get(stage, [])
+        items = [_refresh(client, p) if p.kind_pending else p for p in by_stage.get(stage, [])]
         if not items:
             continue
-        pending = [p for p in items if p.kind_pending or p.namespace_pending]
-        if pending:
-            # Their CRD or Namespace exists now: validate them before writing anything more.
-            for p in pending:
-                client.forget(p.oid.api_version)
-            checked = [_refresh(client, p) for p in pending]
-            outcomes = parallel(
-                checked, lambda p: apply_one(client, p, options, dry_run=True), options.concurrency
-            )
-            bad = [o for o in outcomes if o.error]
-            if bad:
-                for o in bad:
-                    run.record(o.planned.oid, "failed", stage, _scrub(o.planned, o.error))
-                _skip_rest(run, by_stage, index, planned)
-                return (
-                    f"validation of {len(bad)} object(s) that depend on this artifact's "
-                    f"CRDs/Namespaces failed: "
-                    + "; ".join(
-                        f"{o.planned.oid.kind}/{o.planned.oid.name}: {o.error}" for o in bad
-                    )
-                )
-            items = [p for p in items if p not in pending] + checked
-            for o in outcomes:
-                if o.result is not None:
-                    would_be[o.planned.oid] = o.result
-            live.update(_live_state(client, checked, options.concurrency))
         todo: list[tuple[Planned, str]] = []
         for p in items:
             result = would_be.get(p.oid)
+            if p.oid in run.precreated:  # written while validating, before the stages
+                run.record(p.oid, "created", stage)
+                continue
             if result is not None:
                 action = classify(result, live.get(p.oid), options.field_manager)
             else:  # no dry-run answer: pending until now, or to be recreated
                 action = "configured" if p.oid in live else "created"
             if action == "unchanged":
-                run.record(p.oid, "created" if p.oid in run.precreated else "unchanged", stage)
+                run.record(p.oid, "unchanged", stage)
             else:
                 todo.append((p, action))
         run.progress(
@@ -495,7 +753,7 @@ def _apply_stages(
             else:
                 run.record(p.oid, action, stage)
         if failed:
-            _skip_rest(run, by_stage, index, planned)
+            _skip_rest(run, by_stage, index)
             broken = [c for c in run.changes.values() if c.action == "failed"]
             return f"apply failed for {len(broken)} object(s) in stage {stage}: " + "; ".join(
                 f"{c.id}: {c.error}" for c in broken
@@ -509,10 +767,13 @@ def _apply_stages(
                 interval=0.2,
             )
             if waiting:
-                _skip_rest(run, by_stage, index, planned)
+                _skip_rest(run, by_stage, index)
                 return "CRDs/Namespaces did not become ready: " + "; ".join(
                     f"{w.oid.kind}/{w.oid.name}: {w.reason}" for w in waiting
                 )
+            for p in by_stage.get("namespaced", []) + by_stage.get("cluster", []):
+                if p.kind_pending:
+                    client.forget(p.oid.api_version)
     return None
 
 
@@ -521,10 +782,7 @@ def _refresh(client: KubeClient, p: Planned) -> Planned:
     return Planned(p.obj, p.oid, resource, p.stage, p.where, False, False)
 
 
-def _skip_rest(
-    run: Run, by_stage: dict[str, list[Planned]], index: int, planned: list[Planned]
-) -> None:
-    del planned
+def _skip_rest(run: Run, by_stage: dict[str, list[Planned]], index: int) -> None:
     for stage in STAGES[index:]:
         for p in by_stage.get(stage, []):
             if p.oid not in run.changes:

@@ -15,8 +15,10 @@ from runner import __version__
 from runner.common.errors import InputError
 from runner.common.kube import KubeClient, Resource
 from runner.common.objects import Obj
+from runner.install.ownership import INVENTORY_ANNOTATION, PART_OF
 
-PART_OF = "applyset.kubernetes.io/part-of"
+__all__ = ["PART_OF", "Inventory", "applyset_id", "label_member", "parent_name"]
+
 ID_LABEL = "applyset.kubernetes.io/id"
 TOOLING = "applyset.kubernetes.io/tooling"
 GROUP_KINDS = "applyset.kubernetes.io/contains-group-kinds"
@@ -169,9 +171,12 @@ def delete(client: KubeClient, inventory: Inventory) -> None:
     client.delete(SECRET, inventory.namespace, parent_name(inventory.name))
 
 
-def label_member(obj: Obj, inventory_id: str) -> Obj:
-    """A copy of `obj` carrying the part-of label (part of the applied config, so it is owned
+def label_member(obj: Obj, inventory_id: str, inventory: str | None = None) -> Obj:
+    """A copy of `obj` carrying the part-of label, and the `namespace/name` of the inventory so
+    another install can say whose it is (both part of the applied config, so they are owned
     by our field manager like every other field we set)."""
     meta = dict(obj.get("metadata") or {})
     meta["labels"] = {**(meta.get("labels") or {}), PART_OF: inventory_id}
+    if inventory:
+        meta["annotations"] = {**(meta.get("annotations") or {}), INVENTORY_ANNOTATION: inventory}
     return {**obj, "metadata": meta}

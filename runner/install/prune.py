@@ -1,25 +1,52 @@
 """Pruning: delete what this inventory installed before and the new artifact no longer holds.
 
 Only objects labelled as members of *this* ApplySet are candidates, and only in the
-group-kinds and namespaces the inventory records; nothing else is ever touched.
+group-kinds and namespaces the inventory records; nothing else is ever touched. Membership is
+read again right before each delete, and the delete carries the uid and resourceVersion it was
+decided on as preconditions: an object another inventory adopted in the meantime, or one that
+was deleted and recreated, survives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from runner.common.kube import KubeClient, KubeError, Resource
-from runner.common.objects import ObjectId, object_id
+from runner.common.objects import Obj, ObjectId, object_id
 from runner.install.inventory import PART_OF, Inventory, split_group_kind
 from runner.install.order import prune_order_key
+from runner.install.ownership import is_member, owner_of
+
+PRUNE_ANNOTATION = "lading.dev/prune"
+PRUNE_DISABLED = "disabled"
+_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
 class Member:
     oid: ObjectId
     resource: Resource
-    uid: str
+    live: Obj
+
+    @property
+    def uid(self) -> str:
+        return str((self.live.get("metadata") or {}).get("uid", ""))
+
+    @property
+    def prune_disabled(self) -> bool:
+        annotations = (self.live.get("metadata") or {}).get("annotations") or {}
+        return annotations.get(PRUNE_ANNOTATION) == PRUNE_DISABLED
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What happened to one candidate: deleted, kept (with why), or failed (with the error)."""
+
+    member: Member
+    action: Literal["deleted", "kept", "failed"]
+    reason: str | None = None
 
 
 def members(client: KubeClient, inventory: Inventory) -> list[Member]:
@@ -29,26 +56,25 @@ def members(client: KubeClient, inventory: Inventory) -> list[Member]:
     selector = f"{PART_OF}={inventory.id}"
     for gk in sorted(inventory.group_kinds):
         group, kind = split_group_kind(gk)
-        resource = _resource_for_group_kind(client, group, kind)
+        resource = resource_for_group_kind(client, group, kind)
         if resource is None:
             continue  # the kind is gone from the cluster (CRD deleted): nothing left to prune
         scopes = sorted(inventory.namespaces) if resource.namespaced else [""]
         for namespace in scopes:
             for obj in client.list(resource, namespace or None, label_selector=selector):
-                found.append(Member(object_id(obj), resource, obj["metadata"].get("uid", "")))
+                found.append(Member(object_id(obj), resource, obj))
     return found
 
 
-def _resource_for_group_kind(client: KubeClient, group: str, kind: str) -> Resource | None:
-    versions = _preferred_versions(client, group)
-    for version in versions:
+def resource_for_group_kind(client: KubeClient, group: str, kind: str) -> Resource | None:
+    for version in preferred_versions(client, group):
         resource = client.resource_for(f"{group}/{version}" if group else version, kind)
         if resource is not None:
             return resource
     return None
 
 
-def _preferred_versions(client: KubeClient, group: str) -> list[str]:
+def preferred_versions(client: KubeClient, group: str) -> list[str]:
     if not group:
         return ["v1"]
     try:
@@ -68,25 +94,72 @@ def candidates(live: list[Member], keep: set[tuple[str, str, str, str]]) -> list
     return sorted(gone, key=lambda m: (prune_order_key(m.oid), str(m.oid)))
 
 
+def release(client: KubeClient, member: Member) -> None:
+    """Take a kept object out of the inventory: drop our part-of label, so no later install
+    or uninstall of this inventory, and no other owner's check, counts it as ours."""
+    patch = {"metadata": {"labels": {PART_OF: None}}}
+    client.request(
+        "PATCH",
+        member.resource.object_path(member.oid.namespace or None, member.oid.name),
+        body=patch,
+        content_type="application/merge-patch+json",
+    )
+
+
 def prune(
-    client: KubeClient, doomed: list[Member], *, dry_run: bool, progress: Callable[[str], None]
-) -> list[tuple[Member, str | None]]:
-    """Delete each member (uid-preconditioned, so a recreated namesake survives)."""
-    results: list[tuple[Member, str | None]] = []
-    for member in doomed:
-        try:
-            client.delete(
-                member.resource,
-                member.oid.namespace or None,
-                member.oid.name,
-                dry_run=dry_run,
-                uid=member.uid or None,
-            )
-            progress(
-                f"pruned {member.oid.kind}/{member.oid.name}"
-                + (f" in {member.oid.namespace}" if member.oid.namespace else "")
-            )
-            results.append((member, None))
-        except KubeError as e:
-            results.append((member, e.message))
-    return results
+    client: KubeClient,
+    doomed: list[Member],
+    inventory_id: str,
+    *,
+    dry_run: bool,
+    progress: Callable[[str], None],
+) -> list[Pruned]:
+    """Delete each candidate, re-checking it right before: still ours, still the same object,
+    not marked `lading.dev/prune: disabled`. Kept objects are released from the inventory."""
+    return [_prune_one(client, m, inventory_id, dry_run, progress) for m in doomed]
+
+
+def _prune_one(
+    client: KubeClient,
+    member: Member,
+    inventory_id: str,
+    dry_run: bool,
+    progress: Callable[[str], None],
+) -> Pruned:
+    oid = member.oid
+    where = f"{oid.kind}/{oid.name}" + (f" in {oid.namespace}" if oid.namespace else "")
+    try:
+        for _ in range(_ATTEMPTS):
+            live = client.get(member.resource, oid.namespace or None, oid.name)
+            if live is None:
+                return Pruned(member, "deleted", "already gone")
+            meta = live.get("metadata") or {}
+            if member.uid and meta.get("uid") != member.uid:
+                return Pruned(member, "kept", "deleted and recreated since; not ours any more")
+            if not is_member(live, inventory_id):
+                owner = owner_of(live, inventory_id)
+                return Pruned(member, "kept", f"now held by {owner or 'nobody'}")
+            current = Member(oid, member.resource, live)
+            if current.prune_disabled:
+                if not dry_run:
+                    release(client, current)
+                progress(f"kept {where}: {PRUNE_ANNOTATION}: {PRUNE_DISABLED}")
+                return Pruned(member, "kept", f"{PRUNE_ANNOTATION}: {PRUNE_DISABLED}")
+            try:
+                client.delete(
+                    member.resource,
+                    oid.namespace or None,
+                    oid.name,
+                    dry_run=dry_run,
+                    uid=current.uid or None,
+                    resource_version=None if dry_run else str(meta.get("resourceVersion") or ""),
+                )
+            except KubeError as e:
+                if e.status == 409:  # changed between our read and the delete: look again
+                    continue
+                raise
+            progress(f"pruned {where}")
+            return Pruned(member, "deleted")
+        return Pruned(member, "failed", "kept changing while we tried to delete it; run again")
+    except KubeError as e:
+        return Pruned(member, "failed", e.message)

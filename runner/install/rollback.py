@@ -1,4 +1,5 @@
-"""Rollback: reinstall the digest an inventory held before its current one."""
+"""Rollback: reinstall the digest an inventory held before its current one — through the same
+fetch, verification policy and install path as `lading install`."""
 
 from __future__ import annotations
 
@@ -23,9 +24,13 @@ def previous_entry(current: inv.Inventory) -> inv.HistoryEntry:
     )
 
 
-def rollback(plan: InstallPlan, progress: Callable[[str], None]) -> InstallResult:
-    """`plan.artifact.ref` is ignored: the previous ref comes from the inventory's history."""
-    client = KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
+def rollback(
+    plan: InstallPlan, progress: Callable[[str], None], client: KubeClient | None = None
+) -> InstallResult:
+    """`plan.artifact.ref` is ignored: the previous ref comes from the inventory's history.
+    Everything else — `verify`, ownership, namespace scope, prune policy — is the plan's."""
+    own_client = client is None
+    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
     try:
         namespace = plan.namespace or client.default_namespace
         if not plan.inventory:
@@ -36,7 +41,7 @@ def rollback(plan: InstallPlan, progress: Callable[[str], None]) -> InstallResul
         entry = previous_entry(current)
         progress(f"rolling back {plan.inventory} from {current.digest} to {entry.digest}")
         artifact = plan.artifact.model_copy(update={"ref": entry.ref, "allow_tag": False})
-        fetched = fetch(artifact, progress)
+        fetched = fetch(artifact, progress, plan.verify)
         run = Run(
             plan.model_copy(update={"artifact": artifact}),
             fetched,
@@ -46,4 +51,5 @@ def rollback(plan: InstallPlan, progress: Callable[[str], None]) -> InstallResul
         )
         return apply_artifact(client, run, operation="rollback")
     finally:
-        client.close()
+        if own_client:
+            client.close()
