@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from runner.common.errors import InputError
+from plans.documents import load_json, load_yaml, read_text
+from plans.errors import InputError
 
 API_VERSION = "lading.dev/v1"
 SUPPORTED_API_VERSIONS = (API_VERSION,)
@@ -53,18 +52,19 @@ def validate_document(model: type[M], document: Any, what: str) -> M:
 
 
 def read_document(path: Path | None, text: str | None = None) -> Any:
-    """A plan document from a YAML or JSON file (or text, e.g. stdin)."""
+    """A plan document from a YAML or JSON file (or text, e.g. stdin), read within lading's
+    input limits (plans.documents)."""
     where = str(path) if path else "<stdin>"
     if text is None:
         if path is None:
             raise InputError("no plan given")
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise InputError(f"cannot read plan {where}: {e.strerror}") from None
+        text = read_text(path, f"plan {where}")
     try:
         if text.lstrip().startswith("{"):
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise InputError(f"plan {where} is neither valid YAML nor JSON: {e}") from None
+            return load_json(text, where)
+        return load_yaml(text, where)
+    except InputError as e:
+        detail = e.message.removeprefix(where).lstrip(": ")
+        raise InputError(
+            f"plan {where} is neither valid YAML nor JSON: {detail}", hint=e.hint
+        ) from None

@@ -6,25 +6,11 @@ Every error carries a message a user can act on. Messages must never contain sec
 
 from __future__ import annotations
 
+# The root classes live in plans/ (the bottom layer, which must not import runner/); they are
+# re-exported here so the whole hierarchy is importable from one place.
+from plans.errors import InputError, LadingError
 
-class LadingError(Exception):
-    """Base of every error lading raises on purpose."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
-
-
-class InputError(LadingError):
-    """Bad input: a plan, manifest, reference, flag or artifact content the user can fix."""
-
-    exit_code = 2
+__all__ = ["InputError", "LadingError", "OperationFailed", "RemoteError", "exit_code"]
 
 
 class RemoteError(LadingError):

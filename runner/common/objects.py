@@ -1,12 +1,14 @@
 """The object model: Kubernetes objects as plain dicts, identified by ObjectId.
 
-Parsing is safe (no YAML tags beyond the core schema, bounded alias expansion and depth),
-validation names the document it complains about, and the canonical form (key order and
-object order) is what makes artifacts reproducible.
+Parsing goes through plans.documents (bounded in size, depth, aliases and expansion; duplicate
+keys refused; JSON values only), validation names the document it complains about and refuses
+objects the API server could not store, and the canonical form (key order and object order) is
+what makes artifacts reproducible.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -14,12 +16,11 @@ from typing import Any
 
 import yaml
 
+from plans.documents import limits, load_yaml_stream, size_text
 from runner.common.errors import InputError
 
 Obj = dict[str, Any]
 
-MAX_DEPTH = 64
-MAX_ALIASES = 100
 MAX_OBJECTS = 10_000
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -74,50 +75,14 @@ def object_id(obj: Obj) -> ObjectId:
 # -- parsing ---------------------------------------------------------------------------------
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader with limits: alias bombs ("billion laughs") and absurd nesting are refused."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._aliases = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_ALIASES:
-                raise yaml.YAMLError(f"more than {MAX_ALIASES} YAML aliases")
-        return super().compose_node(parent, index)
-
-
-def _depth(value: Any, limit: int) -> int:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
-
-
 def parse_stream(text: str, source: str) -> list[Obj]:
     """Parse a multi-document YAML stream into objects. `List` kinds are flattened; empty
-    documents are skipped. Errors name `source` and the document number."""
+    documents are skipped. Errors name `source`, the line, or the document number."""
     objects: list[Obj] = []
-    try:
-        for number, doc in enumerate(yaml.load_all(text, Loader=_BoundedLoader), start=1):
-            objects.extend(_accept(doc, f"{source} (document {number})"))
-            if len(objects) > MAX_OBJECTS:
-                raise InputError(f"{source}: more than {MAX_OBJECTS} objects")
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise InputError(f"{source}:{where}: invalid YAML: {problem}") from None
+    for number, doc in enumerate(load_yaml_stream(text, source), start=1):
+        objects.extend(_accept(doc, f"{source} (document {number})"))
+        if len(objects) > MAX_OBJECTS:
+            raise InputError(f"{source}: more than {MAX_OBJECTS} objects")
     return objects
 
 
@@ -128,8 +93,6 @@ def _accept(doc: Any, where: str) -> Iterator[Obj]:
         raise InputError(
             f"{where}: expected a mapping (a Kubernetes object), got {type(doc).__name__}"
         )
-    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
-        raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
         for i, item in enumerate(doc["items"]):
@@ -185,10 +148,12 @@ def validate(obj: Obj, where: str) -> list[str]:
 
 
 def check_objects(located: Iterable[tuple[Obj, str]]) -> list[Obj]:
-    """Validate every object and reject duplicates; report every problem at once."""
+    """Validate every object and reject duplicates and objects larger than the API server
+    accepts; report every problem at once."""
     problems: list[str] = []
     seen: dict[tuple[str, str, str, str], str] = {}
     objects: list[Obj] = []
+    max_bytes = limits().object_bytes
     for obj, where in located:
         found = validate(obj, where)
         problems.extend(found)
@@ -202,10 +167,33 @@ def check_objects(located: Iterable[tuple[Obj, str]]) -> list[Obj]:
             )
             continue
         seen[oid.identity()] = where
+        too_big = _size_problem(obj, max_bytes)
+        if too_big:
+            problems.append(f"{where} ({oid.kind} {oid.name}): {too_big}")
+            continue
         objects.append(obj)
     if problems:
         raise InputError(f"{len(problems)} invalid object(s):\n  " + "\n  ".join(problems))
     return objects
+
+
+def _size_problem(obj: Obj, max_bytes: int) -> str | None:
+    """Why the API server would refuse `obj` for its size (etcd stores at most 1.5 MiB per
+    request; a bigger body makes the server drop the connection mid-install), or None."""
+    try:
+        encoded = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        return f"cannot be encoded as JSON: {e}"
+    # Characters first: bytes are only counted when they could matter.
+    if len(encoded) * 4 <= max_bytes:
+        return None
+    size = len(encoded.encode("utf-8", "surrogatepass"))
+    if size <= max_bytes:
+        return None
+    return (
+        f"is {size_text(size)} as JSON, more than the {size_text(max_bytes)} the API server "
+        "accepts for one object (LADING_MAX_OBJECT_BYTES)"
+    )
 
 
 # -- canonical form --------------------------------------------------------------------------

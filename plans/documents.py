@@ -1,0 +1,408 @@
+"""Reading YAML and JSON that comes from outside, in bounded time and memory.
+
+Everything lading parses goes through here: plan files, inline manifests, kustomize and helm
+output, artifact layers, artifact configs, registry JSON and layout indexes. It lives in
+plans/, the bottom layer, because plans/ must read plan files without importing runner/, and
+because what a document may be (its size, depth, aliases, unique keys) is part of the contract.
+
+YAML is composed by libyaml's C parser into a node graph; aliases are shared nodes in that
+graph. Before anything is constructed, one pass visits each distinct node once (memoised, so a
+node that a thousand aliases point at is measured once) and refuses documents whose expansion
+would be too big or too deep, that have too many aliases, recursive aliases or duplicate keys.
+An alias bomb ("billion laughs") is thus refused in time linear in its text, never by walking
+what it expands to.
+
+Values are JSON values, as Kubernetes reads YAML (sigs.k8s.io/yaml converts to JSON): an
+unquoted date stays the string it is, `!!binary`, `!!set`, `!!omap`, `!!pairs`, NaN and
+infinities have no JSON form and are refused, and keys are strings (`80:` is `"80"`).
+
+Every limit is an environment variable (see `Limits`), documented in the README's "Limits".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from plans.errors import InputError
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What lading accepts from outside. Defaults are generous for real manifests and small
+    enough that a hostile input is refused in well under a second."""
+
+    # The largest YAML or JSON text parsed at once (a file, a tool's output, a layer member),
+    # and the largest size a YAML stream may expand to through its aliases.
+    input_bytes: int = 64 * MiB
+    # Nesting of mappings and sequences. Deep CRD schemas reach about 40.
+    depth: int = 100
+    # Alias references per YAML stream; kustomize and helm output never has any.
+    aliases: int = 100
+    # Documents per YAML stream.
+    documents: int = 10_000
+    # One object as JSON: etcd's default request limit, which the API server enforces too.
+    object_bytes: int = 3 * MiB // 2
+    # Everything an artifact's layers unpack to, together.
+    unpacked_bytes: int = 64 * MiB
+
+
+# Environment variable, field, upper bound. Depth stays well inside Python's recursion limit
+# (normalising and JSON-encoding an object recurse once per level); libyaml stops at 1,000.
+_ENV = (
+    ("LADING_MAX_INPUT_BYTES", "input_bytes", 1 << 40),
+    ("LADING_MAX_DEPTH", "depth", 500),
+    ("LADING_MAX_ALIASES", "aliases", 1_000_000),
+    ("LADING_MAX_DOCUMENTS", "documents", 10_000_000),
+    ("LADING_MAX_OBJECT_BYTES", "object_bytes", 1 << 40),
+    ("LADING_MAX_UNPACKED_BYTES", "unpacked_bytes", 1 << 40),
+)
+
+
+def limits() -> Limits:
+    """The limits in force: the defaults, overridden by LADING_MAX_* variables."""
+    values: dict[str, int] = {}
+    for variable, field, ceiling in _ENV:
+        raw = os.environ.get(variable)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            value = 0
+        if not 1 <= value <= ceiling:
+            raise InputError(f"{variable}={raw!r}: expected a whole number from 1 to {ceiling}")
+        values[field] = value
+    return Limits(**values)
+
+
+def size_text(n: int) -> str:
+    """A byte count for messages: `1.5 MiB`, `512 bytes`."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < MiB:
+        return f"{n / 1024:.1f} KiB"
+    if n < 1024 * MiB:
+        return f"{n / MiB:.1f} MiB"
+    return f"{n / (1024 * MiB):.1f} GiB"
+
+
+def _too_big(what: str, size: int, cap: int, variable: str) -> InputError:
+    return InputError(
+        f"{what} is {size_text(size)}, more than the {size_text(cap)} lading reads",
+        hint=f"raise {variable} if this input is genuine",
+    )
+
+
+# -- reading files -----------------------------------------------------------------------------
+
+
+def read_text(path: Path, what: str, max_bytes: int | None = None) -> str:
+    """A UTF-8 text file, refused (not read to the end) when larger than `max_bytes`."""
+    cap = max_bytes or limits().input_bytes
+    try:
+        with path.open("rb") as f:
+            data = f.read(cap + 1)
+    except OSError as e:
+        raise InputError(f"cannot read {what}: {e.strerror or e}") from None
+    if len(data) > cap:
+        raise _too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
+    return decode(data, what)
+
+
+def decode(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} is not UTF-8 text (byte {e.start} is not valid UTF-8)") from None
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(data: bytes | str, what: str, max_bytes: int | None = None) -> Any:
+    """A JSON document with a size and a depth limit, duplicate keys and NaN refused. Errors
+    are InputErrors naming `what`."""
+    bounds = limits()
+    cap = max_bytes or bounds.input_bytes
+    if len(data) > cap:
+        raise _too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
+    text = decode(data, what) if isinstance(data, bytes) else data
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError(f"{what}: nested deeper than {bounds.depth} levels") from None
+    except ValueError as e:  # JSONDecodeError, duplicate keys, NaN, 5,000-digit integers
+        raise InputError(f"{what} is not valid JSON: {_value_problem(e)}") from None
+    if _json_depth(document, bounds.depth) > bounds.depth:
+        raise InputError(f"{what}: nested deeper than {bounds.depth} levels")
+    return document
+
+
+def _json_depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+# -- YAML --------------------------------------------------------------------------------------
+
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """libyaml's parser with SafeLoader's constructors, narrowed to JSON values."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep)
+        if all(isinstance(key, str) for key in mapping):
+            return mapping
+        # Merged keys come first in the flattened node, so a key written here still wins.
+        return {_json_key(key): value for key, value in mapping.items()}
+
+
+def _json_key(key: Any) -> str:
+    return key if isinstance(key, str) else json.dumps(key)
+
+
+def _as_string(loader: Any, node: ScalarNode) -> str:
+    value: str = loader.construct_scalar(node)
+    return value
+
+
+def _float(loader: Any, node: ScalarNode) -> float:
+    value: float = loader.construct_yaml_float(node)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} has no JSON form (NaN and infinities)", node.start_mark
+        )
+    return value
+
+
+def _no_json_form(loader: Any, node: Node) -> None:
+    del loader
+    raise yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"the YAML type {node.tag.rsplit(':', 1)[-1]!r} has no JSON form",
+        node.start_mark,
+    )
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _as_string)
+_Loader.add_constructor("tag:yaml.org,2002:float", _float)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _no_json_form)
+
+
+class _Refused(Exception):
+    """A limit was hit while measuring the node graph; `mark` is where."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
+def _children(node: Node) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+@dataclass
+class _Budget:
+    """What one stream has used so far."""
+
+    expanded: int = 0
+    aliases: int = 0
+
+
+def _measure(loader: Any, root: Node, bounds: Limits, used: _Budget) -> None:
+    """Check one composed document against the limits before it is constructed.
+
+    Each distinct node is visited once; `done` keeps its expanded size (about its JSON size)
+    and height, so a node reached again through an alias is accounted for without walking it
+    again. Depth is the position on the current path plus the height below, which is the depth
+    the node has in the expanded document.
+    """
+    done: dict[int, tuple[int, int]] = {}
+    path: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            path.discard(key)
+            size, height = 2, 0
+            for child in _children(node):
+                child_size, child_height = done[id(child)]
+                size += child_size + 1
+                height = max(height, child_height)
+            done[key] = (size, height + 1)
+            if size > bounds.input_bytes:
+                raise _Refused(_expansion(bounds), node.start_mark)
+            continue
+        if key in done:
+            used.aliases += 1
+            if used.aliases > bounds.aliases:
+                raise _Refused(
+                    f"more than {bounds.aliases} YAML aliases (LADING_MAX_ALIASES)",
+                    node.start_mark,
+                )
+            if len(path) + done[key][1] > bounds.depth:
+                raise _Refused(_too_deep(bounds), node.start_mark)
+            continue
+        if key in path:
+            raise _Refused("a YAML alias refers to a node that contains it", node.start_mark)
+        if isinstance(node, ScalarNode):
+            done[key] = (len(node.value) + 2, 0)
+            continue
+        if len(path) >= bounds.depth:
+            raise _Refused(_too_deep(bounds), node.start_mark)
+        if isinstance(node, MappingNode):
+            _check_keys(loader, node)
+        path.add(key)
+        stack.append((node, True))
+        # Reversed, so children are visited in document order: an anchor is measured where
+        # it is defined and errors point at the first offending line.
+        stack.extend((child, False) for child in reversed(list(_children(node))))
+    used.expanded += done[id(root)][0]
+    if used.expanded > bounds.input_bytes:
+        raise _Refused(_expansion(bounds), root.start_mark)
+
+
+def _expansion(bounds: Limits) -> str:
+    return (
+        f"expands through its YAML aliases to more than {size_text(bounds.input_bytes)} "
+        "(LADING_MAX_INPUT_BYTES)"
+    )
+
+
+def _too_deep(bounds: Limits) -> str:
+    return f"nested deeper than {bounds.depth} levels (LADING_MAX_DEPTH)"
+
+
+def _check_keys(loader: Any, node: MappingNode) -> None:
+    """Keys are scalars (JSON has no other kind) and appear once. Keys are compared as
+    constructed (`1` and `0x1` are the same key), as the strings they become."""
+    seen: dict[str, Node] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE:
+            continue
+        if not isinstance(key_node, ScalarNode):
+            raise _Refused("a mapping key must be a string, not a collection", key_node.start_mark)
+        key = _json_key(loader.construct_object(key_node))
+        first = seen.get(key)
+        if first is not None:
+            raise _Refused(
+                f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node
+
+
+def load_yaml_stream(text: str | bytes, where: str) -> list[Any]:
+    """Every document of a YAML stream (None for an empty one), each checked against the
+    limits before it is constructed. Errors are InputErrors naming `where`, the line and the
+    column."""
+    bounds = limits()
+    if len(text) > bounds.input_bytes:
+        raise _too_big(where, len(text), bounds.input_bytes, "LADING_MAX_INPUT_BYTES")
+    if isinstance(text, bytes):
+        text = decode(text, where)
+    documents: list[Any] = []
+    used = _Budget()
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            if len(documents) >= bounds.documents:
+                raise InputError(
+                    f"{where}: more than {bounds.documents} YAML documents (LADING_MAX_DOCUMENTS)"
+                )
+            node = loader.get_node()
+            _measure(loader, node, bounds, used)
+            documents.append(loader.construct_document(node))
+    except _Refused as e:
+        raise InputError(f"{where}:{_at(e.mark)}: {e.problem}") from None
+    except yaml.reader.ReaderError as e:
+        code = e.character if isinstance(e.character, int) else ord(e.character or "\0")
+        raise InputError(
+            f"{where}: invalid YAML: character #x{code:04x} at position {e.position} is not "
+            "allowed in YAML (binary data or a control character)"
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{where}:{_at(mark)}: invalid YAML: {problem}") from None
+    except RecursionError:  # only the pure-Python fallback parser recurses per level
+        raise InputError(f"{where}: {_too_deep(bounds)}") from None
+    except MemoryError:
+        raise InputError(f"{where}: too large to parse in the memory available") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of 5,000 digits
+        raise InputError(
+            f"{where} (document {len(documents) + 1}): invalid value: {_value_problem(e)}"
+        ) from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def _value_problem(error: Exception) -> str:
+    # Python refuses to convert integers of more than 4,300 digits (CVE-2020-10735).
+    if "integer string conversion" in str(error):
+        return "an integer with thousands of digits"
+    return str(error)
+
+
+def _at(mark: Any) -> str:
+    return f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def load_yaml(text: str | bytes, where: str) -> Any:
+    """A single YAML document (None when the text holds none)."""
+    documents = load_yaml_stream(text, where)
+    if len(documents) > 1:
+        raise InputError(f"{where}: expected one YAML document, found {len(documents)}")
+    return documents[0] if documents else None
