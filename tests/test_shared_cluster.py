@@ -14,7 +14,7 @@ import pytest
 
 from runner.cli import main
 from runner.common.kube import KubeClient, Resource
-from runner.dev.endpoints import ClusterEndpoint
+from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint
 from runner.install import inventory as inv
 from runner.install.prune import members, prune
 from tests.artifacts import config_map, deployment, namespace_obj, publish, unique, widget_crd
@@ -369,3 +369,53 @@ def test_prune_refuses_a_namespace_holding_other_teams_objects(
     assert code == 0, result
     assert {c["id"]: c["action"] for c in result["changes"]}[f"/v1/Namespace//{shared}"] == (
         "deleted")
+
+
+def test_rollback_enforces_the_same_verify_policy_as_install(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    v1 = publish([config_map("c", ns, {"v": "1"})], f"oci-layout:{tmp_path / 'a'}:v1")
+    v2 = publish([config_map("c", ns, {"v": "2"})], f"oci-layout:{tmp_path / 'a'}:v2")
+    args = ["-n", ns, "--inventory", "app", "--no-wait",
+            "--kubeconfig", str(control_plane.kubeconfig)]
+    for ref in (v1, v2):
+        assert lading(["install", ref, *args], capsys)[0] == 0
+    root = Path(__file__).parent / "data" / "sigstore" / "staging_trusted_root.json"
+
+    code, _, err = lading(
+        ["rollback", *args, "--verify", "--certificate-identity", "ci@example.com",
+         "--certificate-oidc-issuer", "https://issuer.example.com", "--trusted-root", str(root)],
+        capsys)
+
+    assert code == 1
+    assert f"{v1.rsplit('@', 1)[1]} has no Sigstore signature" in err
+    assert kube.get(CONFIGMAPS, ns, "c")["data"] == {"v": "2"}
+    assert inv.read(kube, "app", ns).digest == v2.rsplit("@", 1)[1]
+
+
+@pytest.mark.registry
+def test_one_digest_lands_in_one_inventory_however_it_is_referenced(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint,
+    registry: RegistryEndpoint, capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifests = tmp_path / "app.yaml"
+    manifests.write_text(json.dumps(config_map("c", None, {"k": "v"})))
+    repo = f"{registry.host}/{unique('team')}/shop"
+    code, built, err = lading(
+        ["build", "--inline", str(manifests), "--inventory", "shop", "--to", f"{repo}:1",
+         "--to", f"oci-layout:{tmp_path / 'carry'}:1"], capsys)
+    assert code == 0, err
+    digest = built["digest"]
+    args = ["-n", ns, "--no-wait", "--kubeconfig", str(control_plane.kubeconfig)]
+
+    code, first, _ = lading(["install", f"oci-layout:{tmp_path / 'carry'}@{digest}", *args],
+                            capsys)
+    assert code == 0, first
+    code, second, _ = lading(["install", f"{repo}@{digest}", *args], capsys)
+    assert code == 0, second
+
+    assert first["inventory"] == second["inventory"] == "shop"
+    assert second["summary"]["unchanged"] == 1
+    assert inv.read(kube, "shop", ns).digest == digest
+    assert not inv.read(kube, "carry", ns).exists
