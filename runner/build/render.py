@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from plans.build import InlineSource, KustomizeSource
+from runner.build.child import run_tool
 from runner.common.errors import InputError
 from runner.common.objects import Obj, check_objects, parse_stream
 from runner.common.workspace import refuse_escaping_links
@@ -79,18 +80,14 @@ def kustomize_build(
         cmd += ["--load-restrictor", "LoadRestrictionsNone"]
     if enable_helm:
         cmd += ["--enable-helm", "--helm-command", tool_path("helm")]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=KUSTOMIZE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise InputError(
-            f"kustomize build {display} took longer than {KUSTOMIZE_TIMEOUT}s"
-        ) from None
-    if proc.returncode != 0:
-        message = proc.stderr.strip().removeprefix("Error: ")
-        # kustomize names temporary wrapper directories; show the user's path instead.
-        message = message.replace(str(directory), display)
-        raise InputError(f"kustomize build {display} failed: {message}")
-    return proc.stdout
+    # Bounded in memory, CPU, time and output; kustomize names temporary wrapper
+    # directories, so messages show the user's path instead.
+    return run_tool(
+        cmd,
+        what=f"kustomize build {display}",
+        timeout=KUSTOMIZE_TIMEOUT,
+        scrub={str(directory): display},
+    )
 
 
 def render_kustomize(source: KustomizeSource, base: Path) -> Rendered:
