@@ -3,7 +3,9 @@ per verb and renders its result. Errors map to exit codes in one place: `main`."
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 
@@ -44,11 +46,18 @@ def _register() -> None:
         cli.add_command(command)
 
 
+BUG_HINT = (
+    "this is a bug in lading, not in your input: please report it with the command you ran "
+    "and the traceback (`-v` or LADING_DEBUG=1 prints it)"
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     _register()
+    args = sys.argv[1:] if argv is None else argv
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting, e.g. diff's 1.
-        rv = cli.main(args=argv, prog_name="lading", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="lading", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -61,7 +70,21 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as e:  # anything unforeseen: one line and a hint, never a bare traceback
+        if _debugging(args):
+            traceback.print_exc()
+        what = str(e).splitlines()[0][:300] if str(e) else ""
+        message = f"internal error: {type(e).__name__}{': ' + what if what else ''}"
+        report_error(f"{message}\n  hint: {BUG_HINT}", current_log_format(), 1)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _debugging(args: list[str]) -> bool:
+    flags = args[: args.index("--")] if "--" in args else args
+    return os.environ.get("LADING_DEBUG", "") not in ("", "0") or any(
+        a in ("-v", "--verbose") for a in flags
+    )
 
 
 if __name__ == "__main__":

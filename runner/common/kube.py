@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -341,7 +342,26 @@ def _configuration(target: Target) -> k8s_client.Configuration:
             f"cannot load the cluster configuration: {e.filename} does not exist",
             hint="pass --kubeconfig, or set KUBECONFIG",
         ) from None
+    except _MALFORMED as e:
+        # The kubernetes package walks the file's YAML without checking its shape, so a
+        # malformed kubeconfig surfaces as whatever its dict walk tripped over.
+        if isinstance(e, yaml.YAMLError):
+            detail = str(e).splitlines()[0][:200]
+        elif isinstance(e, UnicodeDecodeError | RecursionError):
+            detail = "not UTF-8 text" if isinstance(e, ValueError) else "nested too deeply"
+        else:
+            detail = "its clusters, contexts or users are malformed"
+        raise InputError(
+            f"cannot load the cluster configuration: {target.kubeconfig or 'the kubeconfig'} "
+            f"is not a valid kubeconfig ({detail})",
+            hint="pass --kubeconfig with a file `kubectl config view` can read",
+        ) from None
     return configuration
+
+
+_MALFORMED = (
+    yaml.YAMLError, TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError
+)
 
 
 def _context_namespace(target: Target) -> str | None:
@@ -349,7 +369,7 @@ def _context_namespace(target: Target) -> str | None:
         return None
     try:
         contexts, active = k8s_config.list_kube_config_contexts(config_file=target.kubeconfig)
-    except (k8s_config.ConfigException, OSError):
+    except (k8s_config.ConfigException, OSError, *_MALFORMED):
         return None
     chosen = (
         next((c for c in contexts if c["name"] == target.context), None)
