@@ -7,7 +7,7 @@ import re
 
 from runner.common.errors import InputError
 
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 def sha256_digest(data: bytes) -> str:
@@ -15,7 +15,7 @@ def sha256_digest(data: bytes) -> str:
 
 
 def check_digest_syntax(digest: str) -> str:
-    if not _DIGEST.match(digest):
+    if not _DIGEST.fullmatch(digest):
         raise InputError(
             f"invalid digest {digest!r}",
             hint="a digest is 'sha256:' followed by 64 lowercase hex characters",

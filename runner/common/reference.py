@@ -18,11 +18,13 @@ from runner.common.errors import InputError
 LAYOUT_PREFIX = "oci-layout:"
 
 # distribution/reference grammar, simplified: path components are lowercase alnum with
-# separators; tags are up to 128 word characters, dots and dashes.
+# separators; tags are up to 128 word characters, dots and dashes. ASCII only (Python's \w
+# and \d would take any script's letters and digits, which no registry accepts), and matched
+# whole with fullmatch (`$` would let a trailing newline through).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPO = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_HOST = re.compile(r"^(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
+_REPO = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
+_HOST = re.compile(r"(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::([0-9]{1,5}))?")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ def parse_ref(text: str) -> ArtifactRef:
     raw = text.strip()
     if not raw:
         raise InputError("empty artifact reference")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+        raise InputError(f"invalid reference {raw!r}: it holds a control character")
     if raw.startswith(LAYOUT_PREFIX) or raw.endswith(".tar") or ".tar@" in raw or ".tar:" in raw:
         return _parse_layout(raw.removeprefix(LAYOUT_PREFIX), raw)
     return _parse_registry(raw)
@@ -106,7 +110,7 @@ def _parse_layout(body: str, raw: str) -> ArtifactRef:
     tail = body.rsplit("/", 1)[-1]
     if ":" in tail:
         body, tag = body.rsplit(":", 1)
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise InputError(f"invalid tag {tag!r} in {raw!r}")
     if not body:
         raise InputError(
@@ -122,7 +126,13 @@ def _parse_registry(raw: str) -> ArtifactRef:
     if "/" not in body:
         raise InputError(f"invalid reference {raw!r}: no registry host", hint=forms)
     host, path = body.split("/", 1)
-    if not ("." in host or ":" in host or host == "localhost") or not _HOST.match(host):
+    host_match = _HOST.fullmatch(host)
+    port = host_match.group(1) if host_match else None
+    if (
+        not ("." in host or ":" in host or host == "localhost")
+        or not host_match
+        or (port is not None and not 0 < int(port) < 65536)
+    ):
         raise InputError(
             f"invalid reference {raw!r}: {host!r} is not a registry host",
             hint=forms + " (lading never guesses a default registry)",
@@ -131,9 +141,9 @@ def _parse_registry(raw: str) -> ArtifactRef:
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
         path, tag = path.rsplit(":", 1)
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise InputError(f"invalid tag {tag!r} in {raw!r}", hint=forms)
-    if not _REPO.match(path):
+    if not _REPO.fullmatch(path):
         raise InputError(
             f"invalid repository {path!r} in {raw!r}",
             hint="repository paths are lowercase letters, digits and . _ - separated by /",
