@@ -377,4 +377,35 @@ def rollback_cmd(
     _emit_install(lambda: rollback(plan, progress_for(quiet, verbose)), output)
 
 
-COMMANDS = (install_cmd, diff_cmd, uninstall_cmd, rollback_cmd)
+@click.command("unlock")
+@click.option("--inventory", required=True, help="Inventory whose lock to break.")
+@click.option("-n", "--namespace")
+@click.option("--force", is_flag=True, help="Delete the Lease even if lading did not create it.")
+@cluster_options
+@output_options
+def unlock_cmd(
+    inventory: str,
+    namespace: str | None,
+    force: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    output: str,
+    **_: Any,
+) -> None:
+    """Break an inventory lock deliberately: delete its Lease, saying who held it.
+
+    A crashed install needs none of this; its lock expires 30s after its last renewal.
+
+    \b
+    Example:
+      lading unlock --inventory app -n shop
+    """
+    from plans.install import TargetSpec
+    from runner.install.unlock import unlock
+
+    result = unlock(TargetSpec(kubeconfig=kubeconfig, context=context), inventory, namespace,
+                    force=force)
+    emit(result.to_document(), fmt(output), lambda _: result.text())
+
+
+COMMANDS = (install_cmd, diff_cmd, uninstall_cmd, rollback_cmd, unlock_cmd)

@@ -1,7 +1,9 @@
 """A Lease per inventory, so two installs into one inventory never interleave.
 
 The holder renews it while working; a holder that died stops renewing and its lease expires,
-so a crashed install never blocks the next one for longer than the lease duration.
+so a crashed install never blocks the next one for longer than the lease duration. Whoever
+waits is told who holds the lock, since when, and when it expires; `lading unlock` breaks it
+deliberately (`runner.install.unlock`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,13 @@ from runner.common.kube import KubeClient, KubeError, Resource
 
 LEASES = Resource("coordination.k8s.io", "v1", "Lease", "leases", True)
 DURATION_SECONDS = 30
+POLL_SECONDS = 0.5
+MANAGED_BY = "app.kubernetes.io/managed-by"
+INVENTORY = "lading.dev/inventory"
+
+
+def lease_name(inventory: str) -> str:
+    return f"lading-{inventory}"
 
 
 def _now() -> datetime:
@@ -34,21 +44,110 @@ def _stamp(when: datetime) -> str:
 def _parse(stamp: str | None) -> datetime | None:
     if not stamp:
         return None
-    try:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(stamp, layout).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
 
 
-def _expired(lease: dict[str, Any]) -> bool:
-    spec = lease.get("spec") or {}
-    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
-    duration = int(spec.get("leaseDurationSeconds") or DURATION_SECONDS)
-    return renewed is None or renewed + timedelta(seconds=duration) < _now()
+def _clock(when: datetime, now: datetime) -> str:
+    """14:02:11Z today, 2024-05-01 14:02:11Z on any other day."""
+    return when.strftime("%H:%M:%SZ" if when.date() == now.date() else "%Y-%m-%d %H:%M:%SZ")
 
 
-def _body(name: str, namespace: str, holder: str, resource_version: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+def _span(delta: timedelta) -> str:
+    seconds = int(abs(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a Lease, as the Lease itself says: the times are the holder's clock."""
+
+    namespace: str
+    name: str
+    identity: str
+    acquired: datetime | None
+    renewed: datetime | None
+    duration: int
+    ours: bool  # created by lading (labelled managed-by: lading)
+
+    @classmethod
+    def of(cls, lease: dict[str, Any]) -> Holder:
+        meta = lease.get("metadata") or {}
+        spec = lease.get("spec") or {}
+        acquired = _parse(spec.get("acquireTime"))
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            identity=str(spec.get("holderIdentity") or ""),
+            acquired=acquired,
+            renewed=_parse(spec.get("renewTime")) or acquired,
+            duration=int(spec.get("leaseDurationSeconds") or DURATION_SECONDS),
+            ours=(meta.get("labels") or {}).get(MANAGED_BY) == "lading",
+        )
+
+    @property
+    def expires(self) -> datetime | None:
+        return self.renewed + timedelta(seconds=self.duration) if self.renewed else None
+
+    def expired(self, now: datetime) -> bool:
+        return not self.identity or self.expires is None or self.expires < now
+
+    def from_the_future(self, now: datetime) -> bool:
+        """Renewed further ahead of our clock than a lease lasts: no live holder on a clock
+        close to ours can have written that — clock skew, or a forged lease."""
+        return self.renewed is not None and self.renewed - now > timedelta(seconds=self.duration)
+
+    def held_by(self, now: datetime) -> str:
+        """`held by H since 14:02:11Z (renewed 3s ago)`, with a renewal that cannot be right
+        called out."""
+        text = f"held by {self.identity or '(nobody)'}"
+        if self.acquired:
+            text += f" since {_clock(self.acquired, now)}"
+        if self.renewed is None:
+            return text + " (never renewed)"
+        if self.from_the_future(now):
+            return (
+                f"{text} (renewed {_span(self.renewed - now)} in the future by our clock: "
+                "clock skew, or a forged lease)"
+            )
+        if self.renewed > now:
+            return f"{text} (just renewed)"
+        return f"{text} (renewed {_span(now - self.renewed)} ago)"
+
+    def expiry(self, now: datetime) -> str:
+        if self.expires is None:
+            return "it has no renewal time, so it counts as expired"
+        if self.expired(now):
+            return f"it expired at {_clock(self.expires, now)}"
+        return f"it expires at {_clock(self.expires, now)} unless renewed"
+
+    def describe(self, now: datetime) -> str:
+        """`held by H since 14:02:11Z (renewed 3s ago); it expires at 14:02:44Z unless
+        renewed`."""
+        return f"{self.held_by(now)}; {self.expiry(now)}"
+
+
+def _body(
+    name: str, namespace: str, holder: str, resource_version: str | None, duration: int
+) -> dict[str, Any]:
+    inventory = name.removeprefix("lading-")
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        # Marks the Lease as ours, so `lading unlock` never deletes someone else's lease.
+        "labels": {MANAGED_BY: "lading"},
+        "annotations": {INVENTORY: inventory},
+    }
     if resource_version:
         meta["resourceVersion"] = resource_version
     now = _stamp(_now())
@@ -58,21 +157,36 @@ def _body(name: str, namespace: str, holder: str, resource_version: str | None) 
         "metadata": meta,
         "spec": {
             "holderIdentity": holder,
-            "leaseDurationSeconds": DURATION_SECONDS,
+            "leaseDurationSeconds": duration,
             "acquireTime": now,
             "renewTime": now,
         },
     }
 
 
+def _unlock_hint(name: str, namespace: str) -> str:
+    return (
+        "another install into this inventory is running; retry when it is done (a crashed "
+        "install's lock expires on its own). To break the lock deliberately: "
+        f"lading unlock --inventory {name.removeprefix('lading-')} -n {namespace}"
+    )
+
+
 @contextmanager
 def held(
-    client: KubeClient, name: str, namespace: str, timeout: float, progress: Callable[[str], None]
+    client: KubeClient,
+    name: str,
+    namespace: str,
+    timeout: float,
+    progress: Callable[[str], None],
+    *,
+    duration: int = DURATION_SECONDS,
 ) -> Iterator[str]:
-    """Hold the lease `name` for the duration of the block, waiting up to `timeout` for it."""
+    """Hold the lease `name` for the duration of the block, waiting up to `timeout` seconds
+    for it. A holder that stops renewing loses it `duration` seconds after its last renewal."""
     holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + timeout
-    told = False
+    told: tuple[str, datetime | None] | None = None
     while True:
         current = client.get(LEASES, namespace, name)
         try:
@@ -80,32 +194,37 @@ def held(
                 client.request(
                     "POST",
                     LEASES.collection_path(namespace),
-                    body=_body(name, namespace, holder, None),
+                    body=_body(name, namespace, holder, None, duration),
                 )
                 break
-            if _expired(current) or not (current.get("spec") or {}).get("holderIdentity"):
+            if Holder.of(current).expired(_now()):
                 client.request(
                     "PUT",
                     LEASES.object_path(namespace, name),
-                    body=_body(name, namespace, holder, current["metadata"]["resourceVersion"]),
+                    body=_body(
+                        name, namespace, holder, current["metadata"]["resourceVersion"], duration
+                    ),
                 )
                 break
         except KubeError as e:
             if e.status not in (409,):  # 409: someone else won the race; look again
                 raise
+            continue
+        other = Holder.of(current)
         if time.monotonic() >= deadline:
-            other = ((current or {}).get("spec") or {}).get("holderIdentity", "another install")
             raise OperationFailed(
-                f"inventory lock {namespace}/{name} is held by {other}",
-                hint="another install into this inventory is running; retry when it is done",
+                f"inventory lock {namespace}/{name} is {other.describe(_now())}",
+                hint=_unlock_hint(name, namespace),
             )
-        if not told:
-            progress(f"waiting for another install into this inventory ({namespace}/{name})")
-            told = True
-        time.sleep(0.5)
+        # Say it again whenever the holder or the expiry moves: a waiting user sees the
+        # renewals, and when the lock will be free if they stop.
+        if told != (other.identity, other.renewed):
+            progress(f"waiting for inventory lock {namespace}/{name}, {other.describe(_now())}")
+            told = (other.identity, other.renewed)
+        time.sleep(POLL_SECONDS)
     stop = threading.Event()
     renewer = threading.Thread(
-        target=_renew, args=(client, name, namespace, holder, stop), daemon=True
+        target=_renew, args=(client, name, namespace, holder, stop, duration), daemon=True
     )
     renewer.start()
     try:
@@ -117,9 +236,14 @@ def held(
 
 
 def _renew(
-    client: KubeClient, name: str, namespace: str, holder: str, stop: threading.Event
+    client: KubeClient,
+    name: str,
+    namespace: str,
+    holder: str,
+    stop: threading.Event,
+    duration: int,
 ) -> None:
-    while not stop.wait(DURATION_SECONDS / 3):
+    while not stop.wait(duration / 3):
         try:
             lease = client.get(LEASES, namespace, name)
             if not lease or (lease.get("spec") or {}).get("holderIdentity") != holder:
@@ -135,10 +259,6 @@ def _release(client: KubeClient, name: str, namespace: str, holder: str) -> None
     try:
         lease = client.get(LEASES, namespace, name)
         if lease and (lease.get("spec") or {}).get("holderIdentity") == holder:
-            client.request(
-                "DELETE",
-                LEASES.object_path(namespace, name),
-                body={"preconditions": {"uid": lease["metadata"]["uid"]}},
-            )
+            client.delete(LEASES, namespace, name, uid=lease["metadata"]["uid"])
     except (LadingError, KubeError):
         pass  # an unreleased lease simply expires
