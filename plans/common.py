@@ -64,7 +64,7 @@ def read_document(path: Path | None, text: str | None = None) -> Any:
             return load_json(text, where)
         return load_yaml(text, where)
     except InputError as e:
-        detail = e.message.removeprefix(where).lstrip(": ")
+        detail = e.message.removeprefix(where).removeprefix(" is not valid JSON").lstrip(": ")
         raise InputError(
             f"plan {where} is neither valid YAML nor JSON: {detail}", hint=e.hint
         ) from None

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -23,6 +25,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from plans.documents import load_yaml, read_text
 from runner.common.errors import InputError, OperationFailed, RemoteError
 from runner.common.objects import Obj
 from runner.common.redact import redact, secret_values
@@ -326,6 +329,7 @@ def _configuration(target: Target) -> k8s_client.Configuration:
         elif target.in_cluster:
             k8s_config.load_incluster_config(client_configuration=configuration)
         else:
+            _check_kubeconfigs(target.kubeconfig)
             k8s_config.load_kube_config(
                 config_file=target.kubeconfig,
                 context=target.context,
@@ -362,6 +366,15 @@ def _configuration(target: Target) -> k8s_client.Configuration:
 _MALFORMED = (
     yaml.YAMLError, TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError
 )
+
+
+def _check_kubeconfigs(given: str | None) -> None:
+    """The kubernetes package reads kubeconfigs with PyYAML's unbounded loader and then walks
+    what it got: an alias bomb hangs it. Read each file through lading's bounded reader first."""
+    for part in (given or os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep):
+        path = Path(part).expanduser()
+        if part and path.is_file():
+            load_yaml(read_text(path, f"kubeconfig {part}"), f"kubeconfig {part}")
 
 
 def _context_namespace(target: Target) -> str | None:

@@ -112,7 +112,10 @@ def validate(obj: Obj, where: str) -> list[str]:
         problems.append(f"{where}: missing apiVersion")
     elif api_version.count("/") > 1 or api_version.endswith("/"):
         problems.append(f"{where}: invalid apiVersion {api_version!r}")
-    if not isinstance(kind, str) or not kind:
+    if kind is not None and not isinstance(kind, str):
+        problems.append(f"{where}: kind must be a string, not {type(kind).__name__}")
+        kind = None
+    elif not kind:
         problems.append(f"{where}: missing kind")
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
@@ -128,13 +131,13 @@ def validate(obj: Obj, where: str) -> list[str]:
     elif kind in _PATH_SEGMENT_NAME_KINDS:
         if name in (".", "..") or "/" in name or "%" in name:
             problems.append(f"{label}: invalid name {name!r}")
-    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         problems.append(
             f"{label}: invalid name {name!r}: must be a DNS subdomain "
             "(lowercase letters, digits, '-' and '.', at most 253 characters)"
         )
     if namespace is not None and (
-        not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63
+        not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace) or len(namespace) > 63
     ):
         problems.append(f"{label}: invalid namespace {namespace!r}")
     for field in ("labels", "annotations"):
@@ -238,7 +241,13 @@ _KIND_ORDER = [
     "Ingress",
     "APIService",
 ]
-_LAST_KINDS = ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]
+# Admission configuration last, as runner.install.order applies it: it cannot block the rest.
+_LAST_KINDS = [
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+]
 _RANK = {kind: i for i, kind in enumerate(_KIND_ORDER)}
 _LAST_RANK = {kind: len(_KIND_ORDER) + 1 + i for i, kind in enumerate(_LAST_KINDS)}
 
