@@ -210,9 +210,14 @@ class FieldDiff(Result):
 
 class ObjectDrift(Result):
     id: str
-    state: Literal["in-sync", "drifted", "missing"]
+    state: Literal["in-sync", "drifted", "missing", "pruned"] = Field(
+        description="pruned: a member of the inventory the artifact no longer holds"
+    )
     fields: list[FieldDiff] = Field(default_factory=list)
     diff: str | None = Field(default=None, description="unified diff, live → artifact")
+    error: str | None = Field(
+        default=None, description="why the object could not be compared (the server's answer)"
+    )
 
 
 class DiffResult(Result):

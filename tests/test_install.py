@@ -16,7 +16,7 @@ from runner.common.errors import InputError
 from runner.common.kube import KubeClient, KubeError, Resource, Target
 from runner.dev.endpoints import CRASH_LOOP, FAULT_ANNOTATION, ClusterEndpoint
 from runner.install import inventory as inv
-from runner.install.drift import diff
+from runner.install.diff import diff
 from runner.install.install import InstallFailed, install
 from runner.install.lease import held
 from runner.install.rollback import rollback

@@ -18,7 +18,7 @@ from plans.install import InstallPlan
 from runner.common.kube import KubeClient, KubeError, Resource
 from runner.common.redact import redact, secret_values
 from runner.dev.endpoints import ClusterEndpoint
-from runner.install.drift import diff
+from runner.install.diff import diff
 from runner.install.install import InstallFailed, install
 from tests.artifacts import publish, unique
 from tests.clirun import lading

@@ -74,12 +74,15 @@ def make_namespace(kube: KubeClient, made: list[str], prefix: str) -> str:
 def snapshot(kube: KubeClient, namespaces: list[str]) -> dict[str, str]:
     """Every object a test could have touched, with its resourceVersion: cluster-scoped kinds
     lading writes, and everything of the watched kinds in the given namespaces. Objects the
-    cluster's own controllers keep (aggregated ClusterRoles, kube-root-ca.crt) are left out."""
+    cluster's own controllers keep (aggregated ClusterRoles, kube-root-ca.crt) are left out,
+    and so is whatever earlier tests' clean-up is still deleting."""
     found: dict[str, str] = {}
     for resource in (NAMESPACES, CRDS, CLUSTER_ROLES):
         for obj in kube.list(resource):
             meta = obj["metadata"]
             if resource is CLUSTER_ROLES and obj.get("aggregationRule"):
+                continue
+            if meta.get("deletionTimestamp"):
                 continue
             found[f"{resource.kind}/{meta['name']}"] = meta["resourceVersion"]
     for namespace in namespaces:

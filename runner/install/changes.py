@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from plans.install import Action
 from runner.common.objects import Obj
 
 _VOLATILE_META = ("resourceVersion", "generation", "creationTimestamp", "uid", "managedFields")
@@ -31,7 +32,7 @@ def _owned(obj: Obj, manager: str) -> list[Any]:
     )
 
 
-def classify(would_be: Obj, live: Obj | None, manager: str) -> str:
+def classify(would_be: Obj, live: Obj | None, manager: str) -> Action:
     """created | configured | unchanged."""
     if live is None:
         return "created"

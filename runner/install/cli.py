@@ -269,6 +269,8 @@ def _render_diff(result: DiffResult) -> str:
         if obj.state == "in-sync":
             continue
         lines.append(f"{obj.state}: {obj.id}")
+        if obj.error:
+            lines.append(f"  {obj.error}")
         if obj.diff:
             lines.append(obj.diff.rstrip("\n"))
         elif obj.fields:
@@ -296,16 +298,21 @@ def diff_cmd(
     verbose: bool,
     **_: Any,
 ) -> None:
-    """Compare the live cluster with an artifact. Exit 0 in sync, 1 drift, 2+ error.
+    """Compare the live cluster with an artifact, or without REF with what the inventory
+    installed last. Exit 0 in sync, 1 drift, 2+ error.
 
     \b
-    Example:
+    Examples:
       lading diff localhost:5000/shop/app@sha256:… -n shop
+      lading diff --inventory app -n shop
     """
-    from runner.install.drift import diff
+    from runner.install.diff import diff
 
-    plan = build_plan(ctx, plan_file, ref)
-    result = diff(plan, progress_for(quiet, verbose))
+    from_inventory = ref is None and plan_file is None
+    if from_inventory and not ctx.params.get("inventory"):
+        raise click.UsageError("give an artifact reference, -f PLAN, or --inventory NAME")
+    plan = build_plan(ctx, plan_file, ref, needs_ref=not from_inventory)
+    result = diff(plan, progress_for(quiet, verbose), from_inventory=from_inventory)
     emit(result, fmt(output), _render_diff)
     ctx.exit(0 if result.in_sync else 1)
 

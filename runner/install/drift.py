@@ -1,30 +1,24 @@
-"""Drift: how the live cluster differs from an artifact.
+"""Drift: how a live object differs from what applying the artifact would make of it. Pure.
 
-For each object the server answers a forced server-side dry-run apply: "this is what the object
-would be if lading applied the artifact now". Where that differs from the live object, the
-cluster has drifted — unless the field is owned on purpose by someone else: a controller
-writing through a subresource (an HPA setting replicas through `scale`) or another
-declarative tool's apply. Comparison and masking are pure functions.
+The engine (runner.install.engine.Engine.drift) asks the server for a forced server-side
+dry-run apply — "this is what the object would be if lading applied the artifact now" — and
+compares it here with the live object. A difference is drift unless the field is owned on
+purpose by someone else: a controller writing through a subresource (an HPA setting replicas
+through `scale`) or another declarative tool's apply. Field paths are written the way the API
+server writes them in conflicts (`.spec.containers[name="app"].image`).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from plans.install import DiffResult, FieldDiff, InstallPlan, ObjectDrift
-from runner.common.kube import KubeClient
+from plans.install import FieldDiff, ObjectDrift
 from runner.common.objects import Obj
-from runner.install import inventory as inv
-from runner.install.apply import ApplyOptions, apply_one, parallel
 from runner.install.changes import comparable
-from runner.install.fetch import fetch
-from runner.install.install import target_from
-from runner.install.resolve import Planned, namespaces_present, resolve
 
 Segment = tuple[str, Any]  # ("f", key) | ("k", item) | ("i", index)
 MASK = "(hidden)"
@@ -38,8 +32,8 @@ def _path_text(path: list[Segment]) -> str:
     for kind, value in path:
         if kind == "f":
             out += f".{value}"
-        elif kind == "k":
-            out += f"[name={value.get('name')}]"
+        elif kind == "k":  # the API server's own notation, as in its conflict messages
+            out += f"[name={json.dumps(value.get('name'))}]"
         else:
             out += f"[{value}]"
     return out or "."
@@ -176,54 +170,3 @@ def unified(have: Obj, want: Obj, name: str) -> str:
         return yaml.safe_dump(obj, sort_keys=True).splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(text(have), text(want), f"live/{name}", f"artifact/{name}"))
-
-
-def diff(plan: InstallPlan, progress: Callable[[str], None]) -> DiffResult:
-    fetched = fetch(plan.artifact, progress)
-    client = KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
-    try:
-        namespace = plan.namespace or client.default_namespace
-        inventory_id = inv.applyset_id(
-            inv.parent_name(plan.inventory or fetched.ref.short_name), namespace
-        )
-        existing = namespaces_present(client, fetched.located, namespace)
-        planned = resolve(fetched.located, client, namespace, existing, True)
-        options = ApplyOptions(
-            field_manager=plan.field_manager, force_conflicts=True, concurrency=plan.concurrency
-        )
-
-        def check(p: Planned) -> ObjectDrift:
-            oid = str(p.oid)
-            if p.kind_pending or p.namespace_pending:
-                return ObjectDrift(id=oid, state="missing")
-            live = client.get(p.resource, p.oid.namespace or None, p.oid.name)
-            if live is None:
-                return ObjectDrift(id=oid, state="missing")
-            member = Planned(
-                inv.label_member(p.obj, inventory_id),
-                p.oid,
-                p.resource,
-                p.stage,
-                p.where,
-                False,
-                False,
-            )
-            outcome = apply_one(client, member, options, dry_run=True)
-            if outcome.result is None:
-                return ObjectDrift(
-                    id=oid,
-                    state="drifted",
-                    fields=[FieldDiff(path=".", want=outcome.error, have=None)],
-                )
-            return compare(outcome.result, live, plan.field_manager, oid)
-
-        reports = parallel(planned, check, plan.concurrency)
-    finally:
-        client.close()
-    reports.sort(key=lambda r: r.id)
-    return DiffResult(
-        digest=fetched.ref.digest or "",
-        ref=fetched.ref.pinned(),
-        in_sync=all(r.state == "in-sync" for r in reports),
-        objects=reports,
-    )
