@@ -1,8 +1,5 @@
 """lading: ship Kubernetes configuration as OCI artifacts."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("lading")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+# Kept here rather than read through importlib.metadata at start-up, which costs more than the
+# rest of `lading --version`; a test checks it against pyproject.toml.
+__version__ = "0.1.0"

@@ -1,8 +1,15 @@
 """The `lading` command line: a thin shell that parses flags into values, calls one function
-per verb and renders its result. Errors map to exit codes in one place: `main`."""
+per verb and renders its result. Errors map to exit codes in one place: `main`.
+
+Commands load lazily: `lading --version`, `lading --help` and shell completion import none of
+the verb modules (kubernetes, oras, pydantic models), so they answer in a fraction of the time
+a verb takes to import. COMMANDS keeps each command's short help for `--help`; a test checks it
+against the commands themselves.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -10,12 +17,68 @@ import traceback
 import click
 
 from runner import __version__
-from runner.common.cliopts import current_log_format
-from runner.common.errors import LadingError, exit_code
-from runner.common.output import report_error
+
+# name → (module, attribute, short help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "build": ("runner.build.cli", "build_cmd",
+              "Build a reproducible artifact from manifests and push it."),
+    "completion": ("runner.completion", "completion_cmd",
+                   "Print the completion script for bash, zsh or fish."),
+    "dev": ("runner.dev.cli", "dev",
+            "A local control plane and OCI registry for trying lading and for its tests."),
+    "diff": ("runner.install.cli", "diff_cmd",
+             "Compare the live cluster with an artifact, or without REF with what the..."),
+    "export": ("runner.supply.cli", "export_cmd",
+               "Export an artifact with its signatures into an OCI layout for carrying."),
+    "import": ("runner.supply.cli", "import_cmd",
+               "Import an exported layout into a registry; resumable, referrers kept."),
+    "inspect": ("runner.build.cli", "inspect_cmd",
+                "Show an artifact's metadata, objects and referrers (signatures), verified by..."),
+    "install": ("runner.install.cli", "install_cmd",
+                "Install an artifact by digest with server-side apply."),
+    "rollback": ("runner.install.cli", "rollback_cmd",
+                 "Reinstall the digest the inventory held before the current one, under the..."),
+    "run": ("runner.run", "run_cmd",
+            "Run a job plan: dispatch on its kind, print the result document."),
+    "schema": ("runner.schema", "schema_cmd",
+               "Print the JSON Schema of a plan (build, install) or a result document."),
+    "sign": ("runner.supply.cli", "sign_cmd",
+             "Sign an artifact keylessly with Sigstore and attach the bundle as a referrer."),
+    "submit": ("runner.worker.cli", "submit_cmd",
+               "Start a plan on Temporal: a ShipPlan as the `ship` workflow, any other plan..."),
+    "uninstall": ("runner.install.cli", "uninstall_cmd",
+                  "Delete everything an inventory installed, then the inventory."),
+    "unlock": ("runner.install.cli", "unlock_cmd",
+               "Break an inventory lock deliberately: delete its Lease, saying who held it."),
+    "verify": ("runner.supply.cli", "verify_cmd",
+               "Verify an artifact's Sigstore signature offline."),
+    "worker": ("runner.worker.cli", "worker_cmd",
+               "Run lading's activities and workflows for a Temporal task queue."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when one of them runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, attribute, _ = entry
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, _, help_text) in sorted(COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lading")
 def cli() -> None:
     """Ship Kubernetes configuration as OCI artifacts.
@@ -28,24 +91,6 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    # Verb modules import heavy libraries (kubernetes, oras); importing them here rather than at
-    # module top keeps `lading --help` fast and avoids import cycles with the verb modules.
-    from runner.build.cli import COMMANDS as BUILD_COMMANDS
-    from runner.completion import completion_cmd
-    from runner.dev.cli import dev
-    from runner.install.cli import COMMANDS as INSTALL_COMMANDS
-    from runner.run import run_cmd
-    from runner.schema import schema_cmd
-    from runner.supply.cli import COMMANDS as SUPPLY_COMMANDS
-
-    cli.add_command(dev)
-    for extra in (run_cmd, schema_cmd, completion_cmd):
-        cli.add_command(extra)
-    for command in (*BUILD_COMMANDS, *INSTALL_COMMANDS, *SUPPLY_COMMANDS):
-        cli.add_command(command)
-
-
 BUG_HINT = (
     "this is a bug in lading, not in your input: please report it with the command you ran "
     "and the traceback (`-v` or LADING_DEBUG=1 prints it)"
@@ -53,7 +98,6 @@ BUG_HINT = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
     args = sys.argv[1:] if argv is None else argv
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting, e.g. diff's 1.
@@ -64,20 +108,30 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:  # usage errors: bad flags, missing arguments
         e.show()
         sys.exit(2)
-    except LadingError as e:
-        report_error(str(e), current_log_format(), exit_code(e))
-        sys.exit(exit_code(e))
+    except Exception as e:
+        _report(e, args)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # anything unforeseen: one line and a hint, never a bare traceback
-        if _debugging(args):
-            traceback.print_exc()
-        what = str(e).splitlines()[0][:300] if str(e) else ""
-        message = f"internal error: {type(e).__name__}{': ' + what if what else ''}"
-        report_error(f"{message}\n  hint: {BUG_HINT}", current_log_format(), 1)
-        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _report(error: Exception, args: list[str]) -> None:
+    """Every error that reaches the top: lading's own with its exit code, anything unforeseen
+    as one line and a hint, never a bare traceback."""
+    from runner.common.cliopts import current_log_format
+    from runner.common.errors import LadingError, exit_code
+    from runner.common.output import report_error
+
+    if isinstance(error, LadingError):
+        report_error(str(error), current_log_format(), exit_code(error))
+        sys.exit(exit_code(error))
+    if _debugging(args):
+        traceback.print_exception(error)
+    what = str(error).splitlines()[0][:300] if str(error) else ""
+    message = f"internal error: {type(error).__name__}{': ' + what if what else ''}"
+    report_error(f"{message}\n  hint: {BUG_HINT}", current_log_format(), 1)
+    sys.exit(1)
 
 
 def _debugging(args: list[str]) -> bool:

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from plans.install import DiffResult, ObjectDrift
-from runner.cli import _register, cli
+from runner.cli import COMMANDS, cli
 from runner.common.output import Progress, colour_diff, emit, strip_ansi
 from tests.clirun import lading
 
@@ -115,15 +115,49 @@ def test_colour_diff_leaves_context_lines_alone() -> None:
 
 def _commands(group: click.Group, prefix: str = "lading") -> list[tuple[str, click.Command]]:
     out: list[tuple[str, click.Command]] = []
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         out.append((f"{prefix} {name}", command))
         if isinstance(command, click.Group):
             out.extend(_commands(command, f"{prefix} {name}"))
     return out
 
 
+def test_the_lazy_command_table_matches_the_commands_it_loads() -> None:
+    for name, (_, _, short_help) in COMMANDS.items():
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None
+        assert command.name == name
+        assert command.get_short_help_str(limit=80) == short_help, name
+
+
+def test_version_and_help_import_no_verb_module() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; from runner.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "heavy = [m for m in ('kubernetes', 'oras', 'pydantic', 'yaml') if m in sys.modules]\n"
+             "print('heavy:', heavy)")
+    for args in (["--version"], ["--help"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                             text=True, check=True).stdout
+        assert "heavy: []" in out, (args, out)
+
+
+def test_the_version_is_the_distribution_s() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from runner import __version__
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert __version__ == project["project"]["version"]
+
+
 def test_every_command_help_has_an_example(capsys, monkeypatch) -> None:
-    _register()
     missing = []
     for path, _ in _commands(cli):
         ran = lading(capsys, monkeypatch, *path.split()[1:], "--help")
