@@ -78,6 +78,12 @@ def _docker_engine_problem() -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     del config
+    # The build runner finds kustomize and helm through LADING_KUSTOMIZE / LADING_HELM (or
+    # PATH), as under `lading dev env`: point them at the pinned builds.
+    from runner.dev.env import tool_exports
+
+    for name, path in tool_exports().items():
+        os.environ.setdefault(name, path)
     requested = os.environ.get("LADING_TEST_PROVIDER", "local")
     if requested == "testcontainers":
         problem = _docker_engine_problem()

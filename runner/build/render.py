@@ -33,23 +33,16 @@ class Rendered:
     yaml: str
     inputs: dict[str, Any]  # recorded in the artifact config: source type, tool versions
     where: Path | None  # the directory the source lives in (for git metadata)
-
-
-def _cached_tool(name: str) -> str | None:
-    # The dev cache (scripts/provision-tools); the runner image has the tools on PATH instead.
-    from runner.dev import tools
-
-    tool = {"kustomize": tools.KUSTOMIZE, "helm": tools.HELM}.get(name)
-    try:
-        return str(tools.find(tool)) if tool else None
-    except InputError:
-        return None
+    # What a generator could not translate (compose), reported with the result.
+    untranslated: tuple[Untranslated, ...] = ()
 
 
 def tool_path(name: str) -> str:
-    """A tool binary: $LADING_<NAME>, then PATH, then the pinned dev cache."""
+    """A tool binary: $LADING_<NAME>, then PATH. The dev environment (`lading dev env`, the
+    test suite) points LADING_<NAME> at the pinned build in its cache; production code knows
+    nothing of that cache."""
     explicit = os.environ.get(f"LADING_{name.upper()}")
-    found = explicit or shutil.which(name) or _cached_tool(name)
+    found = explicit or shutil.which(name)
     if not found:
         raise InputError(
             f"the `{name}` binary was not found",

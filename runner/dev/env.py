@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict
 
 from runner.common.errors import InputError, OperationFailed
 from runner.common.output import silent
-from runner.dev import process
+from runner.dev import process, tools
 from runner.dev.controlplane import start_control_plane, start_rollout
-from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint
+from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint, TemporalEndpoint
 from runner.dev.process import ProcessRecord
 from runner.dev.registry import start_docker_registry, start_referrers_registry
+from runner.dev.temporal import start_temporal
 
 STATE_FILE = "state.json"
 # Marks a directory as ours, so `up` and `down` never empty a directory someone passed to
@@ -192,4 +193,22 @@ def shell_exports(env: DevEnvironment) -> list[str]:
         exports["DOCKER_CONFIG"] = str(env.registry.docker_config)
     if env.referrers_registry:
         exports["LADING_REFERRERS_REGISTRY"] = env.referrers_registry.host
+    if env.temporal:
+        # The variables Temporal's CLI and SDKs read, so `temporal`, `lading worker` and
+        # `lading submit` all find the dev server.
+        exports["TEMPORAL_ADDRESS"] = env.temporal.address
+        exports["TEMPORAL_NAMESPACE"] = env.temporal.namespace
+    exports.update(tool_exports())
     return [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+
+
+def tool_exports() -> dict[str, str]:
+    """LADING_KUSTOMIZE / LADING_HELM for the pinned builds in the cache, where provisioned:
+    the build runner looks there, not in the cache."""
+    found = {}
+    for name, tool in (("LADING_KUSTOMIZE", tools.KUSTOMIZE), ("LADING_HELM", tools.HELM)):
+        try:
+            found[name] = str(tools.find(tool))
+        except InputError:
+            continue
+    return found
