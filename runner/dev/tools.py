@@ -37,8 +37,14 @@ KUSTOMIZE = Tool("kustomize", "kustomize", "KUSTOMIZE_VERSION")
 HELM = Tool("helm", "helm", "HELM_VERSION")
 # refreg is built against go-containerregistry, so the library version pins it.
 REFREG = Tool("refreg", "refreg", "GGCR_VERSION")
+# Bitnami sealed-secrets: kubeseal seals an App's secret; the controller unseals it (tests).
+KUBESEAL = Tool("kubeseal", "sealed-secrets", "SEALED_SECRETS_VERSION")
+SEALED_SECRETS_CONTROLLER = Tool("controller", "sealed-secrets", "SEALED_SECRETS_VERSION")
+# The temporal CLI, for its development server (`lading dev up --temporal`, the worker tests).
+TEMPORAL = Tool("temporal", "temporal", "TEMPORAL_VERSION")
 CACHED_TOOLS = (
     KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, ETCD, KWOK, KUSTOMIZE, HELM, REFREG,
+    KUBESEAL, SEALED_SECRETS_CONTROLLER, TEMPORAL,
 )
 
 
