@@ -4,6 +4,7 @@ workloads must progress). Each test works in its own namespace."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -431,6 +432,29 @@ def test_inventory_is_a_kubectl_compatible_applyset_parent(
     assert annotations["applyset.kubernetes.io/tooling"].startswith("lading/v")
     member = kube.get(CONFIGMAPS, ns, "a")
     assert member["metadata"]["labels"]["applyset.kubernetes.io/part-of"] == expected_id
+
+
+def test_applyset_id_is_the_one_kubectl_computes_for_the_same_parent(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
+) -> None:
+    import subprocess
+
+    from runner.dev.tools import find_kubectl
+
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(json.dumps(config_map("by-kubectl", ns, {"k": "1"})))
+    subprocess.run(
+        [str(find_kubectl()), "apply", "--server-side", "--prune", "--applyset=secret/lading-app",
+         "-n", ns, "-f", str(manifest), "--kubeconfig", str(control_plane.kubeconfig)],
+        env={**os.environ, "KUBECTL_APPLYSET": "true"}, check=True, capture_output=True)
+
+    parent = kube.get(inv.SECRET, ns, "lading-app")
+    assert parent["metadata"]["labels"]["applyset.kubernetes.io/id"] == inv.applyset_id(
+        "lading-app", ns)
+    # And lading refuses to take over kubectl's ApplySet of the same name.
+    ref = publish([config_map("a", ns, {"k": "1"})], layout(tmp_path, "v1"))
+    with pytest.raises(InputError, match="belongs to kubectl"):
+        install(make_plan(ref, ns, control_plane))
 
 
 @pytest.mark.rollout

@@ -145,3 +145,30 @@ def test_paths_in_an_install_plan_file_are_relative_to_the_plan(
 
     assert code == 0, err
     assert json.loads(out)["ref"] == f"oci-layout:{plans}/art@{digest}"
+
+
+def test_verbose_names_each_object_and_diff_without_a_reference_uses_the_inventory(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint, capsys: pytest.CaptureFixture[str],
+) -> None:
+    ref = publish([config_map("a", ns, {"k": "1"}), config_map("b", ns, {"k": "1"})],
+                  f"oci-layout:{tmp_path / 'a'}:v1")
+    kube = ["--kubeconfig", str(control_plane.kubeconfig)]
+
+    code, _, err = run(["install", ref, "-n", ns, "--inventory", "app", "--no-wait", "-v",
+                        *kube], capsys)
+    assert code == 0, err
+    assert f"created ConfigMap/a in {ns}" in err
+    assert f"created ConfigMap/b in {ns}" in err
+
+    code, _, err = run(["install", ref, "-n", ns, "--inventory", "app", "--no-wait", *kube],
+                       capsys)
+    assert code == 0
+    assert err.count("preflight:") == 1  # said once, not again under the lock
+    assert "created ConfigMap" not in err  # detail only with -v
+
+    code, out, _ = run(["diff", "--inventory", "app", "-n", ns, "-o", "json", *kube], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["ref"] == ref
+    assert result["in_sync"] is True
+    assert len(result["objects"]) == 2

@@ -37,7 +37,9 @@ from tests.artifacts import config_map, publish, unique
 from tests.clirun import lading
 from tests.sigstore_instance import PrivateInstance
 
-pytestmark = pytest.mark.cluster
+# Every test here needs the cluster (each works in its own namespace) and docker-registry; those
+# that also use refreg's referrers API say so.
+pytestmark = [pytest.mark.cluster, pytest.mark.registry]
 
 IDENTITY = "https://github.com/acme/shop/.github/workflows/release.yml@refs/heads/main"
 ISSUER = "https://token.actions.githubusercontent.com"
@@ -94,6 +96,7 @@ def fallback_index(registry: RegistryEndpoint, repository: str, digest: str) -> 
         store.close()
 
 
+@pytest.mark.referrers
 def test_signed_artifact_crosses_the_air_gap_and_installs_verified_by_the_same_digest(
     registry: RegistryEndpoint, referrers_registry: RegistryEndpoint,
     sigstore: tuple[PrivateInstance, Path], control_plane: ClusterEndpoint,
@@ -138,6 +141,7 @@ def test_signed_artifact_crosses_the_air_gap_and_installs_verified_by_the_same_d
     assert kube.get(CONFIGMAPS, ns, "settings")["data"] == {"colour": "blue"}
 
 
+@pytest.mark.referrers
 def test_import_into_a_registry_without_referrers_api_keeps_signatures_via_the_tag_fallback(
     registry: RegistryEndpoint, referrers_registry: RegistryEndpoint,
     sigstore: tuple[PrivateInstance, Path], tmp_path: Path, ns: str,
@@ -220,6 +224,7 @@ def _tamper_config_blob(tar_path: Path, out: Path, digest_hex: str) -> None:
                 dst.addfile(member, data)
 
 
+@pytest.mark.referrers
 def test_tampered_blob_in_the_tar_is_refused_on_import_and_on_install(
     registry: RegistryEndpoint, referrers_registry: RegistryEndpoint,
     sigstore: tuple[PrivateInstance, Path], control_plane: ClusterEndpoint,
@@ -253,6 +258,7 @@ def test_tampered_blob_in_the_tar_is_refused_on_import_and_on_install(
         install(plan(f"oci-layout:{bad}@{digest}", ns, control_plane))
 
 
+@pytest.mark.referrers
 def test_interrupted_import_resumes_and_skips_what_already_arrived(
     registry: RegistryEndpoint, referrers_registry: RegistryEndpoint,
     sigstore: tuple[PrivateInstance, Path], ns: str, tmp_path: Path,

@@ -93,6 +93,12 @@ class Engine:
     options: ApplyOptions = field(default_factory=ApplyOptions)
     progress: Progress = silent
 
+    def detail(self, message: str) -> None:
+        """Per-object detail, shown with -v (Progress.detail); dropped by plain callbacks."""
+        detail = getattr(self.progress, "detail", None)
+        if callable(detail):
+            detail(message)
+
     # -- reading -------------------------------------------------------------------------------
 
     def live(self, planned: Iterable[Planned]) -> dict[ObjectId, Obj]:
@@ -148,6 +154,10 @@ class Engine:
             self.progress(f"preflight: {len(fast)} objects unchanged, server-side dry-run of "
                           f"{len(rest)}")
         outcomes = self.dry_run(rest)
+        for oid in sorted(fast, key=str):
+            self.detail(f"unchanged (from the LIST): {named(oid)}")
+        for o in outcomes:
+            self.detail(f"dry-run {named(o.planned.oid)}: " + (o.error or "ok"))
         would_be: dict[ObjectId, Obj | None] = {oid: live[oid] for oid in fast}
         would_be.update({o.planned.oid: o.result for o in outcomes if not o.error})
         return Prediction(would_be, fast, [o for o in outcomes if o.error])
@@ -190,8 +200,10 @@ class Engine:
             for (p, action), outcome in zip(todo, outcomes, strict=True):
                 if outcome.error:
                     changes.record(p.oid, "failed", stage, outcome.error)
+                    self.detail(f"failed {named(p.oid)}: {outcome.error}")
                 else:
                     changes.record(p.oid, action, stage)
+                    self.detail(f"{action} {named(p.oid)}")
             failed = [e for e in changes.with_action("failed") if e.stage == stage]
             if not failed and stage == "crds-namespaces":
                 waiting = wait(self.client, [(p.oid, p.resource) for p in items],
