@@ -116,7 +116,10 @@ def down(state_dir: Path | None) -> None:
               help="text: shell export lines; json: the whole state record.")
 @state_dir_option
 def env(output: str, state_dir: Path | None) -> None:
-    """Print shell lines that point kubectl, lading and oras at the environment.
+    """Print shell lines that point kubectl and lading at the environment.
+
+    The registry speaks plain HTTP on loopback: lading knows, other clients need telling
+    (`oras pull --plain-http "$LADING_REGISTRY/…"`).
 
     \b
     Example:

@@ -97,7 +97,7 @@ def resolve(
             pending = resource is not None
         if resource is None:
             problems.append(
-                f"{where}: the cluster has no {oid.kind} in {oid.api_version} and "
+                f"{_named(oid)} ({where}): the cluster has no {oid.kind} in {oid.api_version} and "
                 "no CustomResourceDefinition in the artifact defines it"
             )
             continue
@@ -106,7 +106,7 @@ def resolve(
             meta["namespace"] = meta.get("namespace") or default_namespace
         elif meta.get("namespace"):
             problems.append(
-                f"{where}: {oid.kind} {oid.name} is cluster-scoped but names "
+                f"{_named(oid)} ({where}): it is cluster-scoped but names "
                 f"namespace {meta['namespace']!r}; remove metadata.namespace"
             )
             continue
@@ -116,7 +116,7 @@ def resolve(
         promised = created_namespaces | ({default_namespace} if create_namespace else set())
         if namespace_pending and namespace not in promised:
             problems.append(
-                f"{where}: namespace {namespace!r} does not exist; add a Namespace "
+                f"{_named(oid)} ({where}): namespace {namespace!r} does not exist; add a Namespace "
                 "to the artifact, or pass --create-namespace (create_namespace: true in a plan)"
             )
             continue
@@ -136,3 +136,7 @@ def resolve(
             f"{len(problems)} object(s) cannot be installed:\n  " + "\n  ".join(problems)
         )
     return planned
+
+
+def _named(oid: ObjectId) -> str:
+    return f"{oid.kind}/{oid.name}" + (f" in {oid.namespace}" if oid.namespace else "")
