@@ -125,6 +125,7 @@ def env(output: str, state_dir: Path | None) -> None:
     Example:
       eval "$(lading dev env)"
       kubectl get nodes && echo "$LADING_REGISTRY"
+      oras repo ls --plain-http "$LADING_REGISTRY"
     """
     directory = _state_dir(state_dir)
     environment = dev_env.load(directory)
