@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from plans.app import App
 from plans.common import API_VERSION, Result, Strict
 
 # The inventory name becomes the name of a Secret or ConfigMap and part of a Lease's name, so it
@@ -70,17 +71,52 @@ class ArtifactSource(Strict):
     ref: str
 
 
+class AppSource(Strict):
+    """An App spec (plans/app.py) the objects are generated from: a file, or the spec itself.
+    Paths inside the spec are relative to its file (to the plan for `spec`)."""
+
+    file: str | None = Field(default=None, description="App spec file (YAML/JSON)")
+    spec: App | None = Field(default=None, description="the App spec, inline")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AppSource:
+        if (self.file is None) == (self.spec is None):
+            raise ValueError("give exactly one of app.file, app.spec")
+        return self
+
+
+class ComposeSource(Strict):
+    """A compose file whose services are translated into Kubernetes objects."""
+
+    file: str = Field(description="compose file (compose.yaml)")
+    services: list[str] = Field(
+        default_factory=list, description="services to build (default: all without a profile)"
+    )
+    env_files: list[str] = Field(
+        default_factory=list,
+        description="env files for interpolation (default: the .env next to the compose file)",
+    )
+    strict: bool = Field(
+        default=False, description="refuse the build when anything cannot be translated"
+    )
+
+
+SOURCE_KINDS = ("inline", "kustomize", "artifact", "app", "compose")
+
+
 class Source(Strict):
     inline: InlineSource | None = None
     kustomize: KustomizeSource | None = None
     artifact: ArtifactSource | None = None
+    app: AppSource | None = None
+    compose: ComposeSource | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
-        given = [n for n in ("inline", "kustomize", "artifact") if getattr(self, n) is not None]
+        given = [n for n in SOURCE_KINDS if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of source.inline, source.kustomize, source.artifact"
+                "give exactly one of " + ", ".join(f"source.{n}" for n in SOURCE_KINDS)
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
@@ -101,7 +137,12 @@ class BuildPlan(Strict):
     to: list[str] = Field(
         min_length=1,
         description="destination references: "
-        "registry/repo:tag (one per tag), oci-layout:DIR[:tag] or FILE.tar",
+        "registry/repo:tag (one per tag), oci-layout:DIR[:tag], FILE.tar, or "
+        "git:REPO[#BRANCH][:DIR] (the manifests committed to a Git repository for GitOps)",
+    )
+    check_reproducible: bool = Field(
+        default=False,
+        description="render twice and fail, naming the objects, when the digests differ",
     )
     version: str | None = Field(default=None, description="artifact version (semver or any)")
     inventory: str | None = Field(
@@ -139,11 +180,32 @@ class SourceInfo(Result):
     )
 
 
+class Untranslated(Result):
+    """Something in a compose file that has no Kubernetes form, left out of the artifact."""
+
+    service: str | None = Field(default=None, description="none for a top-level field")
+    field: str
+    reason: str
+
+
+class GitCommit(Result):
+    """What a git: destination received."""
+
+    repo: str = Field(description="the repository, without credentials")
+    branch: str
+    dir: str
+    commit: str = Field(description="the commit holding this digest's manifests")
+    changed: bool = Field(description="false when the branch already held this digest")
+
+
 class BuildResult(Result):
     apiVersion: str = API_VERSION
     kind: Literal["BuildResult"] = "BuildResult"
     digest: str
-    ref: str = Field(description="pinned reference repo@sha256:… of the first destination")
+    ref: str = Field(
+        description="pinned reference repo@sha256:… of the first destination "
+        "(git:REPO#BRANCH:DIR@COMMIT for a Git destination)"
+    )
     refs: list[str] = Field(description="pinned reference of every destination")
     tags: list[str]
     size: int = Field(description="manifest + config + layer bytes")
@@ -157,5 +219,12 @@ class BuildResult(Result):
     )
     checksum: str | None = None
     copied: bool = Field(default=False, description="true when an existing artifact was copied")
+    untranslated: list[Untranslated] = Field(
+        default_factory=list, description="compose features left out (see --strict)"
+    )
+    git: list[GitCommit] = Field(default_factory=list, description="git: destinations")
+    reproducible: bool | None = Field(
+        default=None, description="set by check_reproducible: two renders gave one digest"
+    )
     signed: list[str] = Field(default_factory=list, description="pinned references signed")
     durations: dict[str, float] = Field(default_factory=dict)

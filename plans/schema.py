@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from plans.app import App
 from plans.build import BuildPlan, BuildResult
 from plans.common import API_VERSION
 from plans.install import DiffResult, InstallPlan, InstallResult
@@ -27,6 +28,8 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str, Literal["validation", "serializat
     "build-result": (BuildResult, "build-result.json", "serialization"),
     "install-result": (InstallResult, "install-result.json", "serialization"),
     "diff-result": (DiffResult, "diff-result.json", "serialization"),
+    # The App spec `lading build --app` generates objects from (plans/app.py).
+    "app": (App, "app.json", "validation"),
 }
 
 

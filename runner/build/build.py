@@ -8,20 +8,31 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from pydantic import SecretStr
 
-from plans.build import BuildPlan, BuildResult, SourceInfo
+from plans.build import SOURCE_KINDS, BuildPlan, BuildResult, SourceInfo
 from runner import __version__
-from runner.build.inventory import default_inventory
-from runner.build.package import ArtifactMeta, Blob, package
+from runner.build.app import render_app
+from runner.build.compose import describe, render_compose
+from runner.build.gitops import (
+    GitTarget,
+    is_git_target,
+    parse_git_target,
+    push_manifests,
+    refuse_plain_secrets,
+)
+from runner.build.inventory import default_inventory, inventory_from
+from runner.build.package import ArtifactMeta, Blob, Package, package
 from runner.build.push import check_destinations, push
 from runner.build.render import Rendered, render_inline, render_kustomize
-from runner.build.source import detect, redact_url
+from runner.build.reproducible import changed_objects
+from runner.build.source import SourceFacts, detect, redact_url
 from runner.common.artifact import read_content
 from runner.common.digest import sha256_digest
-from runner.common.errors import InputError
+from runner.common.errors import InputError, OperationFailed
 from runner.common.objects import (
     canonical_order,
     check_objects,
@@ -46,11 +57,29 @@ def registry_options(plan: BuildPlan) -> RegistryOptions:
 
 
 def render(plan: BuildPlan, base: Path) -> Rendered:
-    if plan.source.kustomize is not None:
-        return render_kustomize(plan.source.kustomize, base)
-    if plan.source.inline is not None:
-        return render_inline(plan.source.inline, base)
+    source = plan.source
+    if source.kustomize is not None:
+        return render_kustomize(source.kustomize, base)
+    if source.inline is not None:
+        return render_inline(source.inline, base)
+    if source.app is not None:
+        return render_app(source.app, base)
+    if source.compose is not None:
+        return render_compose(source.compose, base)
     raise AssertionError("artifact sources are copied, not rendered")
+
+
+def _source_kind(plan: BuildPlan) -> str:
+    return next(kind for kind in SOURCE_KINDS if getattr(plan.source, kind) is not None)
+
+
+def _warn(progress: Progress, message: str) -> None:
+    # A Progress shows warnings even when quiet; a plain callable gets the word in front.
+    log = getattr(progress, "log", None)
+    if callable(log):
+        log("warning", message, event="warning")
+    else:
+        progress(f"warning: {message}")
 
 
 def canonical_yaml(text: str, source: str) -> tuple[str, list[str]]:
@@ -91,28 +120,17 @@ def build(plan: BuildPlan, *, base: Path | None = None, progress: Progress = sil
     return result.model_copy(update={"signed": list(result.refs)})
 
 
-def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildResult:
-    base = base or Path.cwd()
-    destinations = [parse_ref(r) for r in plan.to]
-    check_destinations(destinations)
-    options = registry_options(plan)
-    if plan.source.artifact is not None:
-        if plan.inventory is not None:
-            raise InputError(
-                "an inventory name cannot be recorded in a copied artifact: it is copied byte "
-                "for byte, config and all",
-                hint="name the inventory when installing it (lading install --inventory NAME)",
-            )
-        return copy_artifact(parse_ref(plan.source.artifact.ref), destinations, options, progress)
-    inventory = plan.inventory or default_inventory(destinations[0])
+@dataclass(frozen=True)
+class _Packed:
+    rendered: Rendered
+    stream: str
+    ids: list[str]
+    facts: SourceFacts
+    package: Package
 
-    durations: dict[str, float] = {}
-    t0 = time.monotonic()
-    progress("rendering with kustomize")
+
+def _render_and_package(plan: BuildPlan, base: Path, inventory: str) -> _Packed:
     rendered = render(plan, base)
-    durations["render"] = time.monotonic() - t0
-
-    t1 = time.monotonic()
     stream, ids = canonical_yaml(rendered.yaml, "rendered output")
     if not ids:
         raise InputError(
@@ -121,11 +139,6 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
             "everything it installed before; add manifests to the source",
         )
     facts = detect(rendered.where, plan.metadata)
-    if facts.dirty:
-        progress(
-            f"warning: uncommitted changes under the source; revision {facts.revision} "
-            "does not describe this build (recorded as dirty)"
-        )
     meta = ArtifactMeta(
         # Named like the inventory, not the destination: one build, one digest, wherever it goes.
         title=Path(facts.path).name if facts.path else inventory,
@@ -142,9 +155,73 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         },
         inventory=inventory,
     )
-    pkg = package(stream, ids, meta)
-    durations["package"] = time.monotonic() - t1
-    progress(f"packaged {len(ids)} objects as {pkg.digest}")
+    return _Packed(rendered, stream, ids, facts, package(stream, ids, meta))
+
+
+def _default_inventory(destinations: list[ArtifactRef], targets: list[GitTarget]) -> str:
+    if destinations:
+        return default_inventory(destinations[0])
+    target = targets[0]
+    stem = PurePosixPath(target.dir).name or PurePosixPath(target.repo.rstrip("/")).name
+    return inventory_from(stem.removesuffix(".git"), str(target))
+
+
+def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildResult:
+    base = base or Path.cwd()
+    destinations = [parse_ref(r) for r in plan.to if not is_git_target(r)]
+    targets = [parse_git_target(r) for r in plan.to if is_git_target(r)]
+    check_destinations(destinations)
+    options = registry_options(plan)
+    if plan.source.artifact is not None:
+        if plan.inventory is not None:
+            raise InputError(
+                "an inventory name cannot be recorded in a copied artifact: it is copied byte "
+                "for byte, config and all",
+                hint="name the inventory when installing it (lading install --inventory NAME)",
+            )
+        if targets or plan.check_reproducible:
+            raise InputError(
+                "a copied artifact goes to OCI destinations only, unchanged",
+                hint="build from its manifests (--inline, --kustomize) for a git: destination "
+                "or --check-reproducible",
+            )
+        return copy_artifact(parse_ref(plan.source.artifact.ref), destinations, options, progress)
+    inventory = plan.inventory or _default_inventory(destinations, targets)
+
+    durations: dict[str, float] = {}
+    t0 = time.monotonic()
+    progress(f"rendering the {_source_kind(plan)} source")
+    packed = _render_and_package(plan, base, inventory)
+    durations["render"] = time.monotonic() - t0
+    pkg, facts, rendered = packed.package, packed.facts, packed.rendered
+    for item in rendered.untranslated:
+        _warn(progress, f"not translated: {describe(item)}")
+    if facts.dirty:
+        progress(
+            f"warning: uncommitted changes under the source; revision {facts.revision} "
+            "does not describe this build (recorded as dirty)"
+        )
+    progress(f"packaged {len(packed.ids)} objects as {pkg.digest}")
+    reproducible = None
+    if plan.check_reproducible:
+        t1 = time.monotonic()
+        progress("rendering again to check the digest repeats")
+        again = _render_and_package(plan, base, inventory)
+        durations["check_reproducible"] = time.monotonic() - t1
+        if again.package.digest != pkg.digest:
+            changed = changed_objects(packed.stream, again.stream)
+            raise OperationFailed(
+                f"two renders of the same input gave two digests ({pkg.digest[:19]}…, "
+                f"{again.package.digest[:19]}…)"
+                + (": these objects differ:\n  " + "\n  ".join(changed) if changed
+                   else ": the objects are the same, the recorded inputs differ"),
+                hint="find what varies between runs in those objects (random names, "
+                "timestamps, secrets sealed at build time) and pin it in the source",
+            )
+        reproducible = True
+    if targets:
+        # Before anything is pushed anywhere: all destinations or none.
+        refuse_plain_secrets(parse_stream(packed.stream, "rendered output"))
 
     t2 = time.monotonic()
     refs = push(
@@ -154,7 +231,13 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         [(b.descriptor, _const(b)) for b in pkg.blobs],
         options,
         progress,
-    )
+    ) if destinations else []
+    commits = [
+        push_manifests(target, packed.stream, pkg.digest, _trailers(plan, facts, rendered),
+                       f"lading: {inventory} {plan.version or pkg.digest[:19]}", progress)
+        for target in targets
+    ]
+    refs += [t.pinned(c.branch, c.commit) for t, c in zip(targets, commits, strict=True)]
     durations["push"] = time.monotonic() - t2
     return BuildResult(
         digest=pkg.digest,
@@ -162,7 +245,7 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         refs=refs,
         tags=[d.tag for d in destinations if d.tag],
         size=pkg.size,
-        objects=len(ids),
+        objects=len(packed.ids),
         source=SourceInfo(
             url=facts.url,
             revision=facts.revision,
@@ -172,9 +255,23 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         ),
         version=plan.version,
         inventory=inventory,
-        checksum=sha256_digest(stream.encode()),
+        checksum=sha256_digest(packed.stream.encode()),
+        untranslated=list(rendered.untranslated),
+        git=commits,
+        reproducible=reproducible,
         durations={k: round(v, 3) for k, v in durations.items()},
     )
+
+
+def _trailers(plan: BuildPlan, facts: SourceFacts, rendered: Rendered) -> dict[str, str]:
+    source = " ".join(p for p in (facts.url, f"({facts.path})" if facts.path else None) if p)
+    return {
+        "Lading-Source": source,
+        "Lading-Revision": facts.revision or "",
+        "Lading-Version": plan.version or "",
+        "Lading-Input": str(rendered.inputs.get("type", "")),
+        "Lading-Tool": f"lading/{__version__}",
+    }
 
 
 def _const(blob: Blob) -> Callable[[], bytes]:

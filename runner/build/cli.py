@@ -31,9 +31,11 @@ _FLAG_FIELDS = {
     "ca_file": "ca_file",
     "sign": "sign",
     "trust_config": "sign_trust_config",
+    "check_reproducible": "check_reproducible",
 }
-_SOURCE_FLAGS = ("inline", "kustomize", "artifact")
+_SOURCE_FLAGS = ("inline", "kustomize", "artifact", "app", "compose")
 _KUSTOMIZE_FLAGS = {"enable_helm": "enable_helm", "load_restrictor": "load_restrictor"}
+_COMPOSE_FLAGS = {"service": "services", "env_file": "env_files", "strict": "strict"}
 
 
 def _annotations(values: tuple[str, ...]) -> dict[str, str]:
@@ -81,12 +83,29 @@ def plan_from_flags(ctx: click.Context, plan_file: str | None) -> tuple[BuildPla
             document["source"] = {"inline": {"files": [typed(f) for f in params["inline"]]}}
         elif params["kustomize"]:
             document["source"] = {"kustomize": {"path": typed(params["kustomize"])}}
+        elif params["app"]:
+            document["source"] = {"app": {"file": typed(params["app"])}}
+        elif params["compose"]:
+            document["source"] = {"compose": {"file": typed(params["compose"])}}
         else:
             document["source"] = {"artifact": {"ref": params["artifact"]}}
     elif not plan_file:
         raise click.UsageError(
-            "give a source: -f PLAN, --inline FILE, --kustomize DIR or --artifact REF"
+            "give a source: -f PLAN, --inline FILE, --kustomize DIR, --app FILE, "
+            "--compose FILE or --artifact REF"
         )
+
+    compose_flags = {f: params[f] for f in _COMPOSE_FLAGS if given(ctx, f)}
+    if compose_flags:
+        source = document.get("source")
+        compose = source.get("compose") if isinstance(source, dict) else None
+        if not isinstance(compose, dict):
+            flags = ", ".join("--" + f.replace("_", "-") for f in compose_flags)
+            raise click.UsageError(f"{flags} apply only to a compose source (--compose FILE)")
+        for flag, value in compose_flags.items():
+            if flag == "env_file":
+                value = [typed(v) for v in value]
+            compose[_COMPOSE_FLAGS[flag]] = list(value) if isinstance(value, tuple) else value
 
     kustomize_flags = {f: params[f] for f in _KUSTOMIZE_FLAGS if given(ctx, f)}
     if kustomize_flags:
@@ -165,6 +184,17 @@ def render_build(result: BuildResult) -> str:
         f"  source:  {where or '-'}",
         f"  created: {source.created or '-'}",
     ]
+    if result.reproducible:
+        lines.append("  reproducible: yes (two renders, one digest)")
+    for commit in result.git:
+        state = "committed" if commit.changed else "already there"
+        lines.append(f"  git:     {commit.repo}#{commit.branch}:{commit.dir or '.'} "
+                     f"{commit.commit[:12]} ({state})")
+    if result.untranslated:
+        from runner.build.compose import describe
+
+        lines.append(f"  not translated ({len(result.untranslated)}):")
+        lines += [f"    {describe(item)}" for item in result.untranslated]
     return "\n".join(lines)
 
 
@@ -189,12 +219,34 @@ def render_build(result: BuildResult) -> str:
     metavar="REF",
     help="Existing artifact to copy unchanged (bring your own artifact).",
 )
+@click.option("--app", metavar="FILE", help="App spec to generate objects from (kind: App).")
+@click.option("--compose", metavar="FILE", help="Compose file to translate (compose.yaml).")
+@click.option(
+    "--service",
+    multiple=True,
+    metavar="NAME",
+    help="Compose service to build (repeatable) [default: all without a profile].",
+)
+@click.option(
+    "--env-file",
+    multiple=True,
+    metavar="FILE",
+    help="Env file for compose interpolation (repeatable) [default: .env beside the file].",
+)
+@click.option(
+    "--strict", is_flag=True, help="Refuse compose features that have no translation."
+)
 @click.option(
     "--to",
     multiple=True,
     metavar="REF",
-    help="Destination: registry/repo:tag, oci-layout:DIR[:tag] or FILE.tar "
-    "(repeatable, one per tag).",
+    help="Destination: registry/repo:tag, oci-layout:DIR[:tag], FILE.tar or "
+    "git:REPO[#BRANCH][:DIR] (repeatable, one per tag).",
+)
+@click.option(
+    "--check-reproducible",
+    is_flag=True,
+    help="Render twice; fail naming the objects when the digests differ.",
 )
 @click.option("--version", help="Artifact version, e.g. 1.4.0.")
 @click.option(
@@ -252,6 +304,11 @@ def build_cmd(
       lading build --inline ns.yaml --inline app.yaml --to oci-layout:./carry:v1
       lading build --artifact ghcr.io/org/app@sha256:… --to localhost:5000/mirror/app:v1
       lading build -f plans/examples/build.yaml -o json
+      lading build --app examples/app/shop.yaml --to localhost:5000/shop/web:1.0.0
+      lading build --compose compose.yaml --service web --env-file prod.env --strict \\
+          --to localhost:5000/shop/stack:1.0.0
+      lading build --app app.yaml --to git:../gitops#main:clusters/prod/web
+      lading build --kustomize deploy --to oci-layout:./out --check-reproducible
       SIGSTORE_ID_TOKEN=… lading build --kustomize deploy --to ghcr.io/org/app:1.0.0 --sign
     """
     from runner.build.build import build

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from plans.build import BuildPlan
+from runner.build.gitops import is_git_target, parse_git_target
 from runner.common.errors import InputError
 from runner.common.reference import parse_ref
 from runner.common.workspace import confine
@@ -47,6 +48,21 @@ def confine_plan(
             source = source.model_copy(
                 update={"kustomize": source.kustomize.model_copy(update={"path": path})}
             )
+        if source.app is not None and source.app.file is not None:
+            path = inside(source.app.file, "source.app.file")
+            source = source.model_copy(
+                update={"app": source.app.model_copy(update={"file": path})}
+            )
+        if source.compose is not None:
+            compose = source.compose
+            env_files = [
+                inside(f, f"source.compose.env_files[{i}]") for i, f in enumerate(compose.env_files)
+            ]
+            compose = compose.model_copy(
+                update={"file": inside(compose.file, "source.compose.file"),
+                        "env_files": env_files}
+            )
+            source = source.model_copy(update={"compose": compose})
         update["source"] = source
     restrictor = source.kustomize.load_restrictor if source.kustomize else None
     if restrictor == "none" and not allow_load_restrictor_none:
@@ -66,7 +82,14 @@ def confine_plan(
 
 
 def _confined_ref(text: str, index: int, inside: Callable[[str, str], str]) -> str:
-    """oci-layout:DIR and FILE.tar destinations name files; registry references do not."""
+    """oci-layout:DIR and FILE.tar destinations name files, and so does a git: destination
+    that is a local repository; registry references and repository URLs do not."""
+    if is_git_target(text):
+        target = parse_git_target(text)
+        if "://" in target.repo or ":" in target.repo:
+            return text
+        repo = inside(target.repo, f"to[{index}]")
+        return f"git:{repo}#{target.branch or ''}:{target.dir}"
     ref = parse_ref(text)
     if ref.kind == "registry":
         return text

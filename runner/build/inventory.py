@@ -27,6 +27,11 @@ def default_inventory(destination: ArtifactRef) -> str:
     else:
         # abspath: `oci-layout:.` is named after the directory it stands for.
         stem = Path(os.path.abspath(destination.location)).name.removesuffix(".tar")
+    return inventory_from(stem, str(destination))
+
+
+def inventory_from(stem: str, destination: str) -> str:
+    """`stem` lowercased, runs of other characters turned into `-`, cut to the maximum."""
     name = _NOT_ALLOWED.sub("-", stem.lower()).strip("-")[:INVENTORY_MAX].rstrip("-")
     if not name:
         raise InputError(

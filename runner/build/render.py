@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from plans.build import InlineSource, KustomizeSource
+from plans.build import InlineSource, KustomizeSource, Untranslated
 from runner.build.child import run_tool
 from runner.common.errors import InputError
 from runner.common.objects import Obj, check_objects, parse_stream
@@ -46,7 +46,8 @@ def tool_path(name: str) -> str:
     if not found:
         raise InputError(
             f"the `{name}` binary was not found",
-            hint=f"install it on PATH, set LADING_{name.upper()}, or run scripts/provision-tools",
+            hint=f"install it on PATH or set LADING_{name.upper()}; for the pinned build, "
+            'scripts/provision-tools and `eval "$(lading dev env)"`',
         )
     return found
 
