@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from plans.documents import load_json
 from runner.common.errors import InputError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -64,10 +65,17 @@ class Descriptor:
             raise InputError(f"{where}: descriptor lacks {e.args[0]!r}") from None
         if not isinstance(media_type, str) or not isinstance(digest, str):
             raise InputError(f"{where}: descriptor mediaType and digest must be strings")
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InputError(f"{where}: descriptor size must be a non-negative integer")
         annotations = data.get("annotations") or {}
-        return cls(media_type, digest, size, dict(annotations), data.get("artifactType"))
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise InputError(f"{where}: descriptor annotations must map strings to strings")
+        artifact_type = data.get("artifactType")
+        if artifact_type is not None and not isinstance(artifact_type, str):
+            raise InputError(f"{where}: descriptor artifactType must be a string")
+        return cls(media_type, digest, size, dict(annotations), artifact_type)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -114,10 +122,7 @@ class Manifest:
 
 
 def parse_manifest(raw: bytes, descriptor: Descriptor) -> Manifest:
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"manifest {descriptor.digest} is not valid JSON: {e}") from None
+    document = load_json(raw, f"manifest {descriptor.digest}", MAX_MANIFEST_BYTES)
     if not isinstance(document, dict):
         raise InputError(f"manifest {descriptor.digest} is not a JSON object")
     media_type = document.get("mediaType") or descriptor.media_type
