@@ -86,12 +86,7 @@ def plan(ref: str, ns: str, cluster: ClusterEndpoint, **fields: Any) -> InstallP
 def fallback_index(registry: RegistryEndpoint, repository: str, digest: str) -> list[str]:
     store = RegistryStore(registry.host, repository, RegistryOptions(), True)
     try:
-        tag = digest.replace(":", "-")
-        response = store.request("GET", f"{store.scheme}://{store.host}/v2/{repository}"
-                                 f"/manifests/{tag}",
-                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"})
-        return [m["digest"] for m in response.json().get("manifests", [])] \
-            if response.status_code == 200 else []
+        return [m["digest"] for m in store.fallback_referrers(digest)]
     finally:
         store.close()
 

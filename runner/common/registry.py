@@ -1,16 +1,19 @@
 """A registry repository as a Store, over oras-py's session and auth backends.
 
 oras-py gives us the HTTP session, docker-config credential lookup (inline auths, credsStore,
-credHelpers) and the bearer-token dance. Three things it does not do the way a deploy tool
-needs, so they live here: registries that answer with a `Basic` challenge (docker-registry with
-htpasswd), retries that give up in seconds rather than sleeping for minutes, and digest
-verification (done by the Store callers in runner.common.store).
+credHelpers) and the bearer-token dance. What it does not do the way a deploy tool needs lives
+here: registries that answer with a `Basic` challenge (docker-registry with htpasswd), every
+operation bounded in time with retries that back off (runner.common.transport), blob pulls
+that resume where a dropped connection left off, response bodies read within a size limit, and
+errors that say which registry and what lading was doing. Digests are verified by the Store
+callers in runner.common.store.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import time
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,25 @@ from typing import Any
 import oras.provider
 import requests
 
+from plans.documents import load_json
 from runner.common.digest import sha256_digest
 from runner.common.errors import InputError, RemoteError
-from runner.common.oci import ACCEPT, INDEX, Descriptor
+from runner.common.oci import ACCEPT, INDEX, MAX_MANIFEST_BYTES, Descriptor
 from runner.common.store import RegistryOptions
+from runner.common.transport import (
+    Deadline,
+    Retry,
+    bound,
+    classify,
+    operation,
+    retry_after,
+    retryable_status,
+    retrying,
+)
 
-_RETRY_DELAYS = (0.2, 0.6, 1.5)  # seconds; four tries in about two seconds
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+_ERROR_BODY_BYTES = 64 * 1024
+_CHUNK = 1 << 16
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(?:\d+|\*)$")
 
 
 def docker_config_path(options: RegistryOptions) -> Path:
@@ -38,6 +53,8 @@ class RegistryStore:
     def __init__(self, host: str, repository: str, options: RegistryOptions, loopback: bool):
         self.host = host
         self.repository = repository
+        self.name = f"{host}/{repository}"
+        self.timeouts = options.timeouts
         # Loopback implies plain HTTP (as Docker does) unless a CA file says the registry
         # speaks TLS: a local TLS registry (e.g. with a test CA) answers HTTP with a 400.
         plain = options.plain_http or (loopback and options.ca_file is None)
@@ -47,6 +64,7 @@ class RegistryStore:
             hostname=host, insecure=plain, tls_verify=tls_verify, auth_backend="token"
         )
         self._session: requests.Session = self._oras.session
+        bound(self._session)
         self._verify = tls_verify
         self._authorization: str | None = None
         config = docker_config_path(options)
@@ -62,75 +80,86 @@ class RegistryStore:
         return f"{self.scheme}://{self.host}/v2/{self.repository}/{path}"
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], data: bytes | None, stream: bool
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None
     ) -> requests.Response:
+        """One HTTP exchange, its body left to stream; failures worth retrying raise Retry."""
         if self._authorization:
             headers = {**headers, "Authorization": self._authorization}
-        return self._session.request(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            stream=stream,
-            verify=self._verify,
-            timeout=(10, 120),
-            allow_redirects=True,
-        )
+        # A file-like body is sent in blocks, each allowed `stall` seconds; urllib3 would send
+        # bytes in one call bounded by the connect time-out.
+        body: Any = io.BytesIO(data) if data else data
+        try:
+            return self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                stream=True,
+                verify=self._verify,
+                timeout=(self.timeouts.connect, self.timeouts.stall),
+                allow_redirects=True,
+            )
+        except requests.exceptions.SSLError as e:
+            if "certificate verify failed" not in str(e) and "wrong version" not in str(e):
+                raise classify(e, self.host, self.timeouts) from None
+            raise RemoteError(
+                f"TLS handshake with registry {self.host} failed: {_reason(e)}",
+                hint="pass --ca-file for a private CA, or --plain-http for a registry "
+                "without TLS",
+            ) from None
+        except requests.exceptions.RequestException as e:
+            raise classify(e, self.host, self.timeouts) from None
 
-    def request(
+    def _exchange(
         self,
         method: str,
         url: str,
         *,
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
-        stream: bool = False,
     ) -> requests.Response:
+        """One attempt: send, log in once if challenged, and turn refusals into errors."""
         headers = headers or {}
-        authenticated = False
-        for attempt in range(len(_RETRY_DELAYS) + 1):
-            last = attempt == len(_RETRY_DELAYS)
-            try:
-                response = self._send(method, url, headers, data, stream)
-            except requests.exceptions.SSLError as e:
-                raise RemoteError(
-                    f"TLS handshake with registry {self.host} failed: {_reason(e)}",
-                    hint="pass --ca-file for a private CA, or --plain-http for a registry "
-                    "without TLS",
-                ) from None
-            except requests.exceptions.RequestException as e:
-                if last:
-                    raise RemoteError(
-                        f"cannot reach registry {self.host}: {_reason(e)}",
-                        hint="check the address and that the registry is running",
-                    ) from None
-                time.sleep(_RETRY_DELAYS[attempt])
-                continue
-            if response.status_code in (401, 403) and not authenticated:
-                authenticated = True
-                if self._authenticate(response):
-                    response = self._send(method, url, headers, data, stream)
-            if response.status_code in (401, 403):
-                raise RemoteError(
-                    f"registry {self.host} refused access to {self.repository} "
-                    f"(HTTP {response.status_code})",
-                    hint="log in with `docker login` (lading reads the docker config; "
-                    "DOCKER_CONFIG is honoured) and check the account may access this repository",
-                )
-            if response.status_code == 400 and self.scheme == "http" and (
-                method == "HEAD" or "HTTP request to an HTTPS server" in response.text
-            ):
-                # Plain HTTP (implied for loopback) sent to a TLS port.
-                raise RemoteError(
-                    f"registry {self.host} speaks HTTPS, not plain HTTP",
-                    hint="pass --ca-file with the registry's CA (lading uses plain HTTP for "
-                    "loopback registries unless given a CA)",
-                )
-            if response.status_code in _RETRY_STATUS and not last:
-                time.sleep(_RETRY_DELAYS[attempt])
-                continue
-            return response
-        raise AssertionError("unreachable")
+        response = self._send(method, url, headers, data)
+        if response.status_code in (401, 403) and self._authenticate(response):
+            response.close()
+            response = self._send(method, url, headers, data)
+        if response.status_code in (401, 403):
+            response.close()
+            raise RemoteError(
+                f"registry {self.host} refused access to {self.repository} "
+                f"(HTTP {response.status_code})",
+                hint="log in with `docker login` (lading reads the docker config; "
+                "DOCKER_CONFIG is honoured) and check the account may access this repository",
+            )
+        if response.status_code == 400 and self.scheme == "http" and (
+            method == "HEAD" or "HTTP request to an HTTPS server" in _text(response)
+        ):
+            # Plain HTTP (implied for loopback) sent to a TLS port.
+            raise RemoteError(
+                f"registry {self.host} speaks HTTPS, not plain HTTP",
+                hint="pass --ca-file with the registry's CA (lading uses plain HTTP for "
+                "loopback registries unless given a CA)",
+            )
+        if retryable_status(response.status_code):
+            after = retry_after(response)
+            response.close()
+            raise Retry(f"registry {self.host} answered HTTP {response.status_code}", after)
+        return response
+
+    def request(
+        self,
+        deadline: Deadline,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> requests.Response:
+        """`_exchange` retried within the operation's deadline; the body is left to stream."""
+        return retrying(
+            deadline, lambda: self._exchange(method, url, headers=headers, data=data)
+        )
 
     def _authenticate(self, response: requests.Response) -> bool:
         challenge = response.headers.get("WWW-Authenticate", "")
@@ -144,7 +173,10 @@ class RegistryStore:
             self._authorization = f"Basic {self._basic}"
             return True
         if scheme == "bearer":
-            headers, changed = self._oras.auth.authenticate_request(response, {})
+            try:
+                headers, changed = self._oras.auth.authenticate_request(response, {})
+            except requests.exceptions.RequestException as e:
+                raise classify(e, self.host, self.timeouts) from None
             token = headers.get("Authorization") if changed else None
             if token:
                 self._authorization = token
@@ -156,124 +188,228 @@ class RegistryStore:
             return
         detail = _registry_error(response)
         if response.status_code == 404:
-            raise InputError(f"{what}: not found in {self.host}/{self.repository}{detail}")
+            raise InputError(f"{what}: not found in {self.name}{detail}")
         raise RemoteError(
             f"{what}: registry {self.host} answered HTTP {response.status_code}{detail}"
         )
 
+    def _operation(self, what: str, expected_bytes: int = 0) -> Any:
+        return operation(what, self.timeouts, expected_bytes)
+
+    def _read(
+        self,
+        deadline: Deadline,
+        response: requests.Response,
+        limit: int,
+        what: str,
+        into: bytearray | None = None,
+    ) -> bytes:
+        """The response body, at most `limit` bytes in all (counting what `into` holds); a
+        dropped connection raises Retry, with what arrived kept in `into`."""
+        received = bytearray() if into is None else into
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit():
+            if len(received) + int(length) > limit:
+                response.close()
+                raise InputError(f"{what} is over the {limit}-byte limit")
+            deadline.expect(len(received) + int(length))
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                received += chunk
+                if len(received) > limit:
+                    raise InputError(f"{what} is over the {limit}-byte limit")
+        except requests.exceptions.RequestException as e:
+            raise classify(e, self.host, self.timeouts) from None
+        finally:
+            response.close()
+        return bytes(received)
+
+    def _document(self, what: str, url: str, accept: str, limit: int) -> tuple[
+        int, requests.structures.CaseInsensitiveDict[str], bytes
+    ]:
+        """GET a JSON document (manifest, index): status, headers and body, retried whole."""
+        with self._operation(what) as deadline:
+
+            def attempt() -> tuple[int, Any, bytes]:
+                response = self._exchange("GET", url, headers={"Accept": accept})
+                if response.status_code == 404:
+                    response.close()
+                    return 404, response.headers, b""
+                self._check(response, what)
+                return response.status_code, response.headers, self._read(
+                    deadline, response, limit, what
+                )
+
+            return retrying(deadline, attempt)
+
     # -- Store --------------------------------------------------------------------------------
 
     def resolve(self, reference: str) -> Descriptor:
-        response = self.request(
-            "HEAD", self._url(f"manifests/{reference}"), headers={"Accept": ACCEPT}
-        )
+        with self._operation(f"resolving {reference} in {self.name}") as deadline:
+            response = self.request(
+                deadline, "HEAD", self._url(f"manifests/{reference}"), headers={"Accept": ACCEPT}
+            )
+            response.close()
         digest = response.headers.get("Docker-Content-Digest")
         if response.status_code >= 300 or not digest:
             # Some registries omit the digest header on HEAD; GET and hash it ourselves.
             raw, media_type = self.fetch_manifest_raw(reference)
             return Descriptor(media_type, sha256_digest(raw), len(raw))
         media_type = response.headers.get("Content-Type", "").split(";")[0]
-        size = int(response.headers.get("Content-Length") or 0)
-        return Descriptor(media_type, digest, size)
+        length = response.headers.get("Content-Length", "")
+        return Descriptor(media_type, digest, int(length) if length.isdigit() else 0)
 
     def fetch_manifest_raw(self, digest: str) -> tuple[bytes, str]:
-        response = self.request("GET", self._url(f"manifests/{digest}"), headers={"Accept": ACCEPT})
-        self._check(response, f"manifest {digest}")
-        return response.content, response.headers.get("Content-Type", "").split(";")[0]
+        what = f"pulling manifest {digest} from {self.name}"
+        status, headers, raw = self._document(
+            what, self._url(f"manifests/{digest}"), ACCEPT, MAX_MANIFEST_BYTES
+        )
+        if status == 404:
+            raise InputError(f"manifest {digest}: not found in {self.name}")
+        return raw, headers.get("Content-Type", "").split(";")[0]
 
     def fetch_blob_raw(self, digest: str, limit: int) -> bytes:
-        response = self.request("GET", self._url(f"blobs/{digest}"), stream=True)
-        self._check(response, f"blob {digest}")
-        chunks: list[bytes] = []
-        total = 0
-        for chunk in response.iter_content(1 << 16):
-            total += len(chunk)
-            if total > limit:
-                response.close()
-                raise InputError(f"blob {digest} is over the {limit}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        what = f"pulling blob {digest} from {self.name}"
+        received = bytearray()
+        with self._operation(what) as deadline:
+
+            def attempt() -> bytes:
+                # After a dropped connection, ask only for what is missing (blob GETs honour
+                # Range); a registry that ignores it sends the whole blob again.
+                headers = {"Range": f"bytes={len(received)}-"} if received else {}
+                response = self._exchange("GET", self._url(f"blobs/{digest}"), headers=headers)
+                self._check(response, f"blob {digest}")
+                if response.status_code != 206 or not _resumes_at(response, len(received)):
+                    received.clear()
+                return self._read(deadline, response, limit, f"blob {digest}", received)
+
+            return retrying(deadline, attempt)
 
     def has_blob(self, digest: str) -> bool:
-        response = self.request("HEAD", self._url(f"blobs/{digest}"))
-        if response.status_code == 404:
-            return False
-        self._check(response, f"blob {digest}")
+        with self._operation(f"checking for blob {digest} in {self.name}") as deadline:
+            response = self.request(deadline, "HEAD", self._url(f"blobs/{digest}"))
+            response.close()
+            if response.status_code == 404:
+                return False
+            self._check(response, f"blob {digest}")
         return True
 
     def push_blob(self, data: bytes, digest: str) -> bool:
         if self.has_blob(digest):
             return False
-        start = self.request("POST", self._url("blobs/uploads/"))
-        self._check(start, "starting a blob upload")
-        location = start.headers.get("Location", "")
-        if not location:
-            raise RemoteError(f"registry {self.host} gave no upload location")
-        location = urllib.parse.urljoin(self._url("blobs/uploads/"), location)
-        sep = "&" if "?" in location else "?"
-        put = self.request(
-            "PUT",
-            f"{location}{sep}digest={urllib.parse.quote(digest)}",
-            data=data,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
-        )
-        self._check(put, f"uploading blob {digest}")
+        with self._operation(f"pushing blob {digest} to {self.name}", len(data)) as deadline:
+
+            def attempt() -> None:
+                # An upload session cut short is not resumed: a monolithic PUT cannot say
+                # where it stopped. Each attempt starts a new session.
+                start = self._exchange("POST", self._url("blobs/uploads/"))
+                self._check(start, "starting a blob upload")
+                start.close()
+                location = start.headers.get("Location", "")
+                if not location:
+                    raise RemoteError(f"registry {self.host} gave no upload location")
+                location = urllib.parse.urljoin(self._url("blobs/uploads/"), location)
+                sep = "&" if "?" in location else "?"
+                put = self._exchange(
+                    "PUT",
+                    f"{location}{sep}digest={urllib.parse.quote(digest)}",
+                    data=data,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(len(data)),
+                    },
+                )
+                self._check(put, f"uploading blob {digest}")
+                put.close()
+
+            retrying(deadline, attempt)
         return True
 
     def push_manifest(self, data: bytes, media_type: str, tag: str | None) -> None:
         reference = tag or sha256_digest(data)
-        response = self.request(
-            "PUT",
-            self._url(f"manifests/{reference}"),
-            data=data,
-            headers={"Content-Type": media_type},
-        )
-        self._check(response, f"pushing manifest {reference}")
+        what = f"pushing manifest {reference} to {self.name}"
+        with self._operation(what, len(data)) as deadline:
+            response = self.request(
+                deadline,
+                "PUT",
+                self._url(f"manifests/{reference}"),
+                data=data,
+                headers={"Content-Type": media_type},
+            )
+            self._check(response, f"pushing manifest {reference}")
+            response.close()
 
     def referrers(self, digest: str) -> list[Descriptor]:
-        response = self.request("GET", self._url(f"referrers/{digest}"), headers={"Accept": INDEX})
-        if response.status_code == 404:
-            return self._referrers_by_tag(digest)
-        self._check(response, f"referrers of {digest}")
-        return _index_descriptors(response.json())
+        api = self._referrers_api(digest)
+        entries = api if api is not None else self.fallback_referrers(digest)
+        return [Descriptor.from_json(m, "referrer") for m in entries]
 
-    def _referrers_by_tag(self, digest: str) -> list[Descriptor]:
-        # OCI distribution-spec fallback: an index tagged `sha256-<hex>` lists the referrers.
+    def has_referrers_api(self, digest: str) -> bool:
+        return self._referrers_api(digest) is not None
+
+    def _referrers_api(self, digest: str) -> list[Any] | None:
+        what = f"listing referrers of {digest} in {self.name}"
+        status, _, raw = self._document(
+            what, self._url(f"referrers/{digest}"), INDEX, MAX_MANIFEST_BYTES
+        )
+        return None if status == 404 else _index_entries(raw, f"referrers of {digest}")
+
+    def fallback_referrers(self, digest: str) -> list[Any]:
+        """The entries of the OCI distribution-spec fallback: an index tagged `sha256-<hex>`
+        listing the referrers, for registries without the referrers API."""
         tag = digest.replace(":", "-")
-        response = self.request("GET", self._url(f"manifests/{tag}"), headers={"Accept": INDEX})
-        if response.status_code == 404:
-            return []
-        self._check(response, f"referrers tag {tag}")
-        return _index_descriptors(response.json())
+        what = f"reading referrers tag {tag} in {self.name}"
+        status, _, raw = self._document(
+            what, self._url(f"manifests/{tag}"), INDEX, MAX_MANIFEST_BYTES
+        )
+        return [] if status == 404 else _index_entries(raw, f"referrers tag {tag}")
 
     def close(self) -> None:
         self._session.close()
 
 
-def _index_descriptors(document: Any) -> list[Descriptor]:
-    manifests = document.get("manifests", []) if isinstance(document, dict) else []
-    return [Descriptor.from_json(m, "referrer") for m in manifests]
+def _resumes_at(response: requests.Response, offset: int) -> bool:
+    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    return match is not None and int(match.group(1)) == offset
+
+
+def _index_entries(raw: bytes, what: str) -> list[Any]:
+    document = load_json(raw, what, MAX_MANIFEST_BYTES)
+    manifests = document.get("manifests", []) if isinstance(document, dict) else None
+    if not isinstance(manifests, list):
+        raise InputError(f"{what}: not an image index with a manifests list")
+    return manifests
+
+
+def _text(response: requests.Response) -> str:
+    """The start of an error body; a hostile registry may send gigabytes."""
+    try:
+        raw = response.raw.read(_ERROR_BODY_BYTES, decode_content=True)
+    except (requests.exceptions.RequestException, OSError, ValueError):
+        return ""
+    finally:
+        response.close()
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
 
 
 def _registry_error(response: requests.Response) -> str:
     try:
-        errors = response.json().get("errors", [])
-        messages = [f"{e.get('code', '')}: {e.get('message', '')}" for e in errors]
-        return " (" + "; ".join(messages) + ")" if messages else ""
-    except ValueError:
+        document = load_json(_text(response), "error", _ERROR_BODY_BYTES)
+    except InputError:
         return ""
+    errors = document.get("errors", []) if isinstance(document, dict) else []
+    if not isinstance(errors, list):
+        return ""
+    messages = [
+        f"{e.get('code', '')}: {e.get('message', '')}"[:300] for e in errors if isinstance(e, dict)
+    ][:5]
+    return " (" + "; ".join(messages) + ")" if messages else ""
 
 
 def _reason(error: Exception) -> str:
-    # requests nests the interesting part (e.g. "Connection refused") a few levels down.
+    # requests nests the interesting part (e.g. "certificate verify failed") a few levels down.
     text = str(error)
-    for marker in (
-        "Connection refused",
-        "Name or service not known",
-        "timed out",
-        "certificate verify failed",
-        "wrong version number",
-    ):
+    for marker in ("certificate verify failed", "wrong version number"):
         if marker in text:
             return marker
     return type(error).__name__

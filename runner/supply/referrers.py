@@ -81,17 +81,10 @@ def index_referrer(store: Store, subject: str, referrer: Descriptor) -> Attached
         return "layout"
     if not isinstance(store, RegistryStore):
         raise InputError(f"cannot attach referrers to {type(store).__name__}")
-    base = f"{store.scheme}://{store.host}/v2/{store.repository}"
-    probe = store.request("GET", f"{base}/referrers/{subject}", headers={"Accept": INDEX})
-    if probe.status_code < 300:
+    if store.has_referrers_api(subject):
         return "referrers-api"
     tag = subject.replace(":", "-")
-    current = store.request("GET", f"{base}/manifests/{tag}", headers={"Accept": INDEX})
-    manifests: list[dict[str, object]] = []
-    if current.status_code < 300:
-        existing = current.json()
-        if isinstance(existing, dict) and isinstance(existing.get("manifests"), list):
-            manifests = list(existing["manifests"])
+    manifests = store.fallback_referrers(subject)
     if any(isinstance(m, dict) and m.get("digest") == referrer.digest for m in manifests):
         return "tag-fallback"
     manifests.append(referrer.to_json())
