@@ -4,13 +4,13 @@ list, for carrying into an air-gapped site. Every byte is verified as it is read
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plans.documents import load_json
 from plans.supply import TransferResult
 from runner.common.errors import InputError
 from runner.common.layout import LayoutStore, LayoutTarStore
@@ -36,10 +36,7 @@ class Node:
 
 
 def manifest_node(raw: bytes, descriptor: Descriptor) -> Node:
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        raise InputError(f"manifest {descriptor.digest} is not valid JSON") from None
+    document = load_json(raw, f"manifest {descriptor.digest}", MAX_MANIFEST_BYTES)
     if not isinstance(document, dict):
         raise InputError(f"manifest {descriptor.digest} is not a JSON object")
     if isinstance(document.get("manifests"), list):
@@ -47,10 +44,10 @@ def manifest_node(raw: bytes, descriptor: Descriptor) -> Node:
             f"{descriptor.digest} is an image index; lading carries single artifacts"
         )
     blobs = [Descriptor.from_json(document.get("config"), "manifest config")]
-    blobs += [
-        Descriptor.from_json(layer, f"layer {i}")
-        for i, layer in enumerate(document.get("layers") or [])
-    ]
+    layers = document.get("layers") or []
+    if not isinstance(layers, list):
+        raise InputError(f"manifest {descriptor.digest}: layers is not a list")
+    blobs += [Descriptor.from_json(layer, f"layer {i}") for i, layer in enumerate(layers)]
     subject = document.get("subject")
     subject_digest = subject.get("digest") if isinstance(subject, dict) else None
     return Node(raw, descriptor, blobs, subject_digest)
@@ -82,11 +79,14 @@ def artifact_summary(store: Store, node: Node) -> tuple[int | None, dict[str, An
     if config.media_type != LADING_CONFIG:
         return None, None
     try:
-        document = json.loads(fetch_blob(store, config, MAX_MANIFEST_BYTES))
+        document = load_json(fetch_blob(store, config, MAX_MANIFEST_BYTES), "config")
         count = document.get("objects", {}).get("count")
-        return (count if isinstance(count, int) else None), document.get("source")
-    except (ValueError, AttributeError):
+        source = document.get("source")
+    except (InputError, AttributeError):
         return None, None
+    return (count if isinstance(count, int) else None), (
+        source if isinstance(source, dict) else None
+    )
 
 
 def open_layout(path: str, *, create: bool) -> LayoutStore:
@@ -143,6 +143,10 @@ def export(
                 c, s = copy_node(source, dest, node, tag)
                 copied, skipped = copied + c, skipped + s
             write_checksums(dest)
+        except BaseException:
+            if isinstance(dest, LayoutTarStore):
+                dest.discard()  # no half-written tar under the name the user gave
+            raise
         finally:
             dest.close()
     finally:

@@ -10,15 +10,15 @@ resumed by running it again.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 
+from plans.documents import load_json
 from plans.supply import TransferResult
 from runner.common.digest import DigestMismatch
 from runner.common.errors import InputError
 from runner.common.layout import LayoutStore
-from runner.common.oci import ANN_REF_NAME, MANIFEST, Descriptor
+from runner.common.oci import ANN_REF_NAME, MANIFEST, MAX_MANIFEST_BYTES, Descriptor
 from runner.common.output import silent
 from runner.common.reference import parse_ref
 from runner.common.store import RegistryOptions, Store, fetch_blob, open_store
@@ -34,29 +34,41 @@ from runner.supply.export import (
 from runner.supply.referrers import index_referrer
 from runner.supply.verify import read_manifest
 
+MAX_CHECKSUMS_BYTES = 1024 * 1024
+
 
 def check_checksums(layout: LayoutStore) -> int:
     """Verify the layout's SHA256SUMS, if it has one; returns how many files it lists."""
     path = layout.root / CHECKSUMS
     if not path.is_file():
         return 0
+    what = f"{CHECKSUMS} in {layout.label}"
+    try:
+        if path.stat().st_size > MAX_CHECKSUMS_BYTES:
+            raise InputError(f"{what} is larger than {MAX_CHECKSUMS_BYTES} bytes")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{what} is not text") from None
+    except OSError as e:
+        raise InputError(f"{what} is unreadable: {e.strerror or e}") from None
+    root = layout.root.resolve()
     count = 0
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         expected, _, name = line.partition("  ")
-        target = (layout.root / name).resolve()
-        if not name or not target.is_relative_to(layout.root.resolve()):
-            raise InputError(f"{CHECKSUMS} line {number} is malformed: {line[:120]!r}")
+        target = (layout.root / name).resolve() if name and "\0" not in name else None
+        if target is None or not target.is_relative_to(root):
+            raise InputError(f"{what}: line {number} is malformed: {line[:120]!r}")
         if not target.is_file():
-            raise InputError(f"{CHECKSUMS} lists {name}, which the layout lacks")
+            raise InputError(f"{what} lists {name}, which the layout lacks")
         digest = hashlib.sha256()
         with open(target, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         if digest.hexdigest() != expected:
             raise DigestMismatch(
-                f"{name} does not match {CHECKSUMS}: expected {expected}, "
+                f"{name} in {layout.label} does not match {CHECKSUMS}: expected {expected}, "
                 f"content hashes to {digest.hexdigest()}",
                 hint="the layout was altered or damaged in transit; do not import it",
             )
@@ -67,16 +79,8 @@ def check_checksums(layout: LayoutStore) -> int:
 def layout_nodes(layout: LayoutStore) -> list[tuple[Node, str | None]]:
     """Every manifest the layout's index lists, read and verified, with its tag; subjects
     ordered before their referrers."""
-    try:
-        index = json.loads((layout.root / "index.json").read_text())
-        entries = index["manifests"]
-        if not isinstance(entries, list):
-            raise TypeError("manifests is not a list")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{layout.root}/index.json is unreadable: {e}") from None
     nodes: dict[str, tuple[Node, str | None]] = {}
-    for i, entry in enumerate(entries):
-        descriptor = Descriptor.from_json(entry, f"index.json entry {i}")
+    for descriptor in layout.index_entries():
         raw, read = read_manifest(layout, descriptor.digest)
         media_type = descriptor.media_type or read.media_type or MANIFEST
         node = manifest_node(raw, Descriptor(media_type, read.digest, read.size))
@@ -92,7 +96,7 @@ def layout_nodes(layout: LayoutStore) -> list[tuple[Node, str | None]]:
                                     or n.subject in placed)
         ]
         if not ready:
-            raise InputError(f"{layout.root}: referrers form a cycle")
+            raise InputError(f"{layout.label}: referrers form a cycle")
         for n, t in ready:
             ordered.append((n, t))
             placed.add(n.descriptor.digest)
@@ -163,7 +167,7 @@ def import_layout(
 
 
 def referrer_descriptor(node: Node) -> Descriptor:
-    document = json.loads(node.raw)
+    document = load_json(node.raw, f"manifest {node.descriptor.digest}", MAX_MANIFEST_BYTES)
     return Descriptor(
         node.descriptor.media_type,
         node.descriptor.digest,
