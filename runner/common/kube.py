@@ -14,7 +14,11 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import random
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,60 @@ from runner.common.objects import Obj
 from runner.common.redact import redact, secret_values
 
 APPLY_PATCH = "application/apply-patch+yaml"
+THROTTLE_RETRIES = 8
+MAX_RETRY_AFTER = 30.0
+
+
+def retry_after(header: str | None, attempt: int) -> float:
+    """Seconds to wait after a 429: the server's Retry-After (capped), else an exponential
+    backoff from 0.25 s; jittered so a crowd of clients does not come back at once. Pure but
+    for the jitter."""
+    try:
+        base = min(float(header), MAX_RETRY_AFTER) if header else 0.25 * 2**attempt
+    except ValueError:
+        base = 0.25 * 2**attempt
+    return min(base, MAX_RETRY_AFTER) * random.uniform(1.0, 1.25)  # noqa: S311 (jitter)
+
+
+@dataclass
+class _Slot:
+    throttled: bool = False
+
+
+class Window:
+    """How many requests may be in flight: the pool size at first, halved each time the server
+    throttles (429), grown by one after a window's worth of successes — additive increase,
+    multiplicative decrease, so a client settles at what API Priority and Fairness grants it
+    instead of sending a burst into a wall of 429s."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.limit = self.size
+        self._inflight = 0
+        self._successes = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def slot(self) -> Iterator[_Slot]:
+        with self._changed:
+            while self._inflight >= self.limit:
+                self._changed.wait()
+            self._inflight += 1
+        slot = _Slot()
+        try:
+            yield slot
+        finally:
+            with self._changed:
+                self._inflight -= 1
+                if slot.throttled:
+                    self.limit = max(1, self.limit // 2)
+                    self._successes = 0
+                else:
+                    self._successes += 1
+                    if self._successes >= self.limit and self.limit < self.size:
+                        self.limit += 1
+                        self._successes = 0
+                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -135,6 +193,9 @@ class KubeClient:
         self._resources: dict[tuple[str, str, str], Resource] | None = None
         self._group_versions: dict[str, list[Resource]] = {}
         self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._window = Window(pool_size)
+        self.throttled = 0  # how often the server answered 429 (API Priority and Fairness)
 
     def close(self) -> None:
         self.api.close()
@@ -156,6 +217,31 @@ class KubeClient:
         elif body is not None:
             headers["Content-Type"] = "application/json"
         url_path = path + ("?" + urlencode(query, doseq=True) if query else "")
+        for attempt in range(THROTTLE_RETRIES + 1):
+            self._wait_out_throttling()
+            with self._window.slot() as slot:
+                status, response_headers, data = self._send(method, url_path, headers, body)
+                slot.throttled = status == 429
+            if status != 429 or attempt == THROTTLE_RETRIES:
+                break
+            # API Priority and Fairness turned us away before doing anything: every thread of
+            # this client pauses for as long as the server asks, then tries again.
+            self._throttled(retry_after(response_headers.get("Retry-After"), attempt))
+        if status == 401:
+            raise RemoteError(
+                f"the API server {self.host} rejected our credentials (401)",
+                hint="refresh the kubeconfig credentials or token",
+            )
+        if not 200 <= status < 300:
+            error = _kube_error(status, data)
+            if isinstance(body, dict) and body.get("kind") == "Secret":
+                error = error.redacted(secret_values(body))
+            raise error
+        return json.loads(data) if data else None
+
+    def _send(
+        self, method: str, url_path: str, headers: dict[str, str], body: Any
+    ) -> tuple[int, Any, bytes]:
         _, url, header_params, _, _ = self.api.param_serialize(
             method, url_path, header_params=headers, auth_settings=["BearerToken"]
         )
@@ -174,17 +260,18 @@ class KubeClient:
                 f"cannot reach the API server {self.host}: {type(e).__name__}",
                 hint="check the kubeconfig/context and that the cluster is up",
             ) from None
-        if response.status in (401,):
-            raise RemoteError(
-                f"the API server {self.host} rejected our credentials (401)",
-                hint="refresh the kubeconfig credentials or token",
-            )
-        if not 200 <= response.status < 300:
-            error = _kube_error(response.status, data)
-            if isinstance(body, dict) and body.get("kind") == "Secret":
-                error = error.redacted(secret_values(body))
-            raise error
-        return json.loads(data) if data else None
+        return int(response.status), response.headers or {}, data
+
+    def _wait_out_throttling(self) -> None:
+        with self._lock:
+            pause = self._paused_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+    def _throttled(self, delay: float) -> None:
+        with self._lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + delay)
+            self.throttled += 1
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> Obj | None:
         try:

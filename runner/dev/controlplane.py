@@ -195,8 +195,8 @@ def start_control_plane(
             # the cluster dials the API server through it: no reconciling.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
-            # Fairness queues cost CPU and only matter under contention from many clients.
-            "--enable-priority-and-fairness=false",
+            # API Priority and Fairness stays on, as on every real cluster: lading's back-off
+            # on 429 is tested against it (tests/test_throttling.py).
             "--profiling=false",
         ], logs)
         cp.processes.append(apiserver)
