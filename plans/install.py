@@ -128,7 +128,10 @@ class InstallPlan(Strict):
         "or a Namespace that still holds objects this inventory did not install",
     )
     dry_run: bool = False
-    concurrency: int = Field(default=8, ge=1, le=64)
+    concurrency: int = Field(
+        default=32, ge=1, le=64,
+        description="requests in flight at most; fewer while the API server throttles (429)",
+    )
     verify: SignaturePolicy | None = Field(
         default=None,
         description="refuse the artifact, before anything is written, unless a Sigstore "

@@ -35,7 +35,7 @@ class ApplyOptions:
     take_ownership: tuple[str, ...] = ()
     recreate_on_immutable: bool = False
     recreate: tuple[str, ...] = ()
-    concurrency: int = 8
+    concurrency: int = 32
 
 
 @dataclass(frozen=True)
