@@ -118,3 +118,13 @@ def test_plain_secrets_are_refused_for_a_git_target_before_anything_is_pushed(
     assert "web-secret" in ran.err
     assert not (tmp_path / "layout").exists()
     assert git("for-each-ref", cwd=bare) == ""
+
+
+def test_a_missing_local_repository_is_bad_input(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ran = lading(capsys, monkeypatch, "build", "--app", str(EXAMPLES / "app" / "shop-web.yaml"),
+                 "--to", f"git:{tmp_path / 'nowhere.git'}")
+
+    assert ran.code == 2
+    assert "does not exist" in ran.err

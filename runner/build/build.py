@@ -108,7 +108,9 @@ def build(plan: BuildPlan, *, base: Path | None = None, progress: Progress = sil
     identity_token(token)
     trust_config(trust)
     result = _build(plan, base=base, progress=progress)
-    for ref in result.refs:
+    # A git: destination holds manifests, not an OCI artifact: there is nothing there to sign.
+    pushed = [ref for ref in result.refs if not is_git_target(ref)]
+    for ref in pushed:
         sign(
             ref,
             token=token,
@@ -117,7 +119,7 @@ def build(plan: BuildPlan, *, base: Path | None = None, progress: Progress = sil
             progress=progress,
         )
         progress(f"signed {ref}")
-    return result.model_copy(update={"signed": list(result.refs)})
+    return result.model_copy(update={"signed": pushed})
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,11 @@ def push_manifests(
 ) -> GitCommit:
     """Commit `stream` as DIR/manifests.yaml on the branch and push it. `trailers` (source,
     version…) follow the digest's in the message."""
+    if not _is_url(target.repo) and not Path(target.repo).is_dir():
+        raise InputError(
+            f"{target}: the repository {target.repo!r} does not exist",
+            hint="create it first, e.g. `git init --bare --initial-branch=main PATH`",
+        )
     with tempfile.TemporaryDirectory(prefix="lading-git-") as tmp:
         work = Path(tmp) / "work"
         git = _Git(Path(tmp))
