@@ -183,3 +183,25 @@ def test_the_same_app_spec_builds_the_same_digest_and_records_its_kind(
     assert content.config["inputs"]["type"] == "app"
     assert content.config["inputs"]["tools"]["lading"]
     assert "external-secrets.io/v1/ExternalSecret/shop/web-secret" in objects_by_id(content)
+
+
+def test_values_sealed_before_are_kept_so_the_digest_repeats_without_kubeseal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cert.pem").write_text("not needed: nothing is sealed now\n")
+    spec = {"name": "web", "namespace": "shop", "image": "nginx",
+            "ports": [{"name": "http", "port": 80}],
+            "secret": {"strategy": "sealed", "certificate": "cert.pem",
+                       "values": {"DB_PASSWORD": {"sealed": "AgBy3i4OJSWK+PiTySYZZA=="}}}}
+    (tmp_path / "app.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("LADING_KUBESEAL", str(tmp_path / "no-kubeseal-here"))
+
+    ran = lading(capsys, monkeypatch, "build", "--app", str(tmp_path / "app.yaml"),
+                 "--check-reproducible", "--to", f"oci-layout:{tmp_path / 'out'}", "-o", "json")
+
+    assert ran.code == 0, ran.err
+    content = read_back(json.loads(ran.out)["ref"])
+    sealed = objects_by_id(content)["bitnami.com/v1alpha1/SealedSecret/shop/web-secret"]
+    assert sealed["spec"]["encryptedData"] == {"DB_PASSWORD": "AgBy3i4OJSWK+PiTySYZZA=="}
+    assert sealed["spec"]["template"]["metadata"]["name"] == "web-secret"
+    assert "kubeseal" not in content.config["inputs"]["tools"]

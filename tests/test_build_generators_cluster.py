@@ -103,7 +103,8 @@ def test_compose_stacks_roll_out_with_variables_from_their_configmap_and_secret(
 
     _install(result["ref"], ns, rollout_cluster)
 
-    project = load_project(compose, str(compose), env_files, environ={})
+    # What the build saw: the same files and the same environment.
+    project = load_project(compose, str(compose), env_files)
     services = {name for name, spec in project.document["services"].items()
                 if spec.get("image")}
     for service in sorted(services):

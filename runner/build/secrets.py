@@ -76,10 +76,13 @@ def secret_object(app: App, spec_dir: Path, display: str) -> tuple[Obj | None, d
     if not certificate.is_file():
         raise InputError(f"{display}: secret.certificate: {spec.certificate!r} is not a file",
                          hint="fetch it once with `kubeseal --fetch-cert > cert.pem`")
-    binary = kubeseal_path()
-    recorded["sealed_now"] = sorted(k for k, v in values.items() if isinstance(v, bytes))
+    fresh = sorted(k for k, v in values.items() if isinstance(v, bytes))
     sealed = sealed_secret(app, spec, values, certificate, display)
-    return sealed, {"secret": recorded, "tools": {"kubeseal": kubeseal_version(binary)}}
+    if not fresh:
+        return sealed, {"secret": recorded}
+    # Recorded, so an artifact says which values were sealed by this build (new ciphertext).
+    recorded["sealed_now"] = fresh
+    return sealed, {"secret": recorded, "tools": {"kubeseal": kubeseal_version(kubeseal_path())}}
 
 
 def plain_secret(app: App, values: dict[str, bytes]) -> Obj:
