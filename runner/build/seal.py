@@ -21,19 +21,16 @@ SEAL_TIMEOUT = 60
 
 
 def kubeseal_path() -> str:
-    """$LADING_KUBESEAL, then PATH, then the pinned dev cache (scripts/provision-tools)."""
-    from runner.dev import tools
-
+    """$LADING_KUBESEAL, then PATH (`lading dev env` and the test suite point LADING_KUBESEAL
+    at the pinned build scripts/provision-tools makes)."""
     found = os.environ.get("LADING_KUBESEAL") or shutil.which("kubeseal")
-    if found:
-        return found
-    try:
-        return str(tools.find(tools.KUBESEAL))
-    except InputError:
+    if not found:
         raise InputError(
             "the `kubeseal` binary was not found (it seals the App's SealedSecret)",
-            hint="install it on PATH, set LADING_KUBESEAL, or run scripts/provision-tools",
-        ) from None
+            hint="install it on PATH or set LADING_KUBESEAL (scripts/provision-tools builds "
+            "it; `lading dev env` exports the path)",
+        )
+    return found
 
 
 @functools.cache

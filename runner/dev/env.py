@@ -203,10 +203,11 @@ def shell_exports(env: DevEnvironment) -> list[str]:
 
 
 def tool_exports() -> dict[str, str]:
-    """LADING_KUSTOMIZE / LADING_HELM for the pinned builds in the cache, where provisioned:
-    the build runner looks there, not in the cache."""
+    """LADING_KUSTOMIZE / LADING_HELM / LADING_KUBESEAL for the pinned builds in the cache,
+    where provisioned: the build runner looks there, not in the cache."""
     found = {}
-    for name, tool in (("LADING_KUSTOMIZE", tools.KUSTOMIZE), ("LADING_HELM", tools.HELM)):
+    for name, tool in (("LADING_KUSTOMIZE", tools.KUSTOMIZE), ("LADING_HELM", tools.HELM),
+                       ("LADING_KUBESEAL", tools.KUBESEAL)):
         try:
             found[name] = str(tools.find(tool))
         except InputError:
