@@ -422,3 +422,32 @@ def test_one_digest_lands_in_one_inventory_however_it_is_referenced(
     assert second["summary"]["unchanged"] == 1
     assert inv.read(kube, "shop", ns).digest == digest
     assert not inv.read(kube, "carry", ns).exists
+
+
+def test_a_bad_custom_resource_in_a_namespace_the_artifact_creates_leaves_nothing_behind(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint,
+    namespaces: list[str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    group = f"{unique('g')}.example.com"
+    fresh = unique("fresh")
+    namespaces.append(fresh)
+    args = ["-n", ns, "--inventory", "app", "--no-wait",
+            "--kubeconfig", str(control_plane.kubeconfig)]
+    bad = publish([namespace_obj(fresh), widget_crd(group), widget(group, "w", fresh, "huge")],
+                  f"oci-layout:{tmp_path / 'a'}:v1")
+    before = snapshot(kube, [ns, fresh])
+
+    code, _, err = lading(["install", bad, *args], capsys)
+
+    assert code == 2, err
+    assert f"Widget/w in {fresh}" in err
+    assert snapshot(kube, [ns, fresh]) == before
+    assert kube.get(CRDS, None, f"widgets.{group}") is None
+    assert kube.get(NAMESPACES, None, fresh) is None
+
+    good = publish([namespace_obj(fresh), widget_crd(group), widget(group, "w", fresh, 3)],
+                   f"oci-layout:{tmp_path / 'a'}:v2")
+    code, result, _ = lading(["install", good, *args], capsys)
+    assert code == 0, result
+    assert result["summary"]["created"] == 3
+    kube.delete(CRDS, None, f"widgets.{group}")

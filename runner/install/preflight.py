@@ -182,8 +182,8 @@ def check_pending(engine: Engine, checked: Checked, namespace: str,
                   precreated: set[ObjectId]) -> None:
     """Validate what could not be validated before anything existed: custom resources whose
     CRD is in this artifact, and objects the stand-in namespace could not take. Creates the
-    new CRDs (and, for the latter, their namespaces) first, adding each to `created` for the
-    caller to delete again when this raises."""
+    new CRDs first (and, only where no stand-in namespace would do, the namespaces), adding
+    each to `created` for the caller to delete again when this raises."""
     planned = checked.planned
     kinds = [p for p in planned if p.kind_pending]
     others = [p for p in planned if p.namespace_pending and not p.kind_pending
@@ -192,34 +192,52 @@ def check_pending(engine: Engine, checked: Checked, namespace: str,
         return
     crds = [p for p in planned if p.oid.kind == "CustomResourceDefinition"
             and p.oid not in checked.live] if kinds else []
-    needed = {p.oid.namespace for p in others}
+    engine.progress(f"preflight: creating {len(crds)} CRD(s) to validate {len(kinds)} "
+                    "object(s) of their kinds (undone if validation fails)")
+    _create(engine, crds, created, precreated)
+    for p in kinds:
+        engine.client.forget(p.oid.api_version)
+    refreshed = {p.oid: Planned(p.obj, p.oid, engine.client.resource_for(
+        p.oid.api_version, p.oid.kind) or p.resource, p.stage, p.where, False, False)
+        for p in kinds}
+    elsewhere = [p for p in kinds if p.namespace_pending]
+    stand_in = _stand_in(namespace, planned)
+    outcomes = _originals(engine.dry_run([_in_namespace(refreshed[p.oid], stand_in)
+                                          for p in elsewhere]), elsewhere)
+    failures = [o for o in outcomes if o.error and o.status not in (403, 404)]
+    if failures:
+        raise Refused([], failures)
+    # The stand-in would not take these: their own namespaces must exist to check them.
+    homeless = others + [refreshed[o.planned.oid] for o in outcomes if o.error]
+    needed = {p.oid.namespace for p in homeless}
     spaces = [p for p in planned if p.oid.kind == "Namespace" and p.oid.group == ""
               and p.oid.name in needed]
-    spaces += [namespace_for(n) for n in needed - {p.oid.name for p in spaces}]
-    first = crds + spaces
-    engine.progress(f"preflight: creating {len(crds)} CRD(s) and {len(spaces)} namespace(s) to "
-                    f"validate {len(kinds) + len(others)} object(s) that need them (undone if "
-                    "validation fails)")
-    for p in first:
+    spaces += [namespace_for(n) for n in sorted(needed - {p.oid.name for p in spaces})]
+    if spaces:
+        engine.progress(f"preflight: creating {len(spaces)} namespace(s) to validate "
+                        f"{len(homeless)} object(s) in them (undone if validation fails)")
+        _create(engine, spaces, created, precreated)
+    direct = [refreshed[p.oid] for p in kinds if not p.namespace_pending] + homeless
+    failures = [o for o in engine.dry_run(direct) if o.error]
+    if failures:
+        raise Refused([], failures)
+
+
+def _create(engine: Engine, items: list[Planned], created: list[Planned],
+            precreated: set[ObjectId]) -> None:
+    """Apply `items` for real and wait until they are ready (CRDs established, namespaces
+    active), recording each for undo."""
+    for p in items:
         outcome = apply_one(engine.client, p, engine.options)
         if outcome.error:
             raise Refused([], [outcome])
         created.append(p)
         precreated.add(p.oid)
-    waiting = wait(engine.client, [(p.oid, p.resource) for p in first], FIRST_STAGE_TIMEOUT,
+    waiting = wait(engine.client, [(p.oid, p.resource) for p in items], FIRST_STAGE_TIMEOUT,
                    engine.progress, interval=0.2)
     if waiting:
         raise Refused([], message="CRDs/Namespaces did not become ready: " + "; ".join(
             f"{named(w.oid)}: {w.reason}" for w in waiting))
-    for p in kinds:
-        engine.client.forget(p.oid.api_version)
-    refreshed = [Planned(p.obj, p.oid, engine.client.resource_for(p.oid.api_version, p.oid.kind)
-                         or p.resource, p.stage, p.where, False, False) for p in kinds]
-    checks = [_in_namespace(p, _stand_in(namespace, planned)) if p.namespace_pending else p
-              for p in refreshed] + others
-    failures = [o for o in _originals(engine.dry_run(checks), kinds + others) if o.error]
-    if failures:
-        raise Refused([], failures)
 
 
 def undo(engine: Engine, created: list[Planned]) -> None:
