@@ -421,6 +421,8 @@ def safe_extract(tar_path: Path, dest: Path, max_total: int = MAX_UNPACKED_BYTES
             with tar:
                 # The position in the file is the compressed input consumed so far.
                 _unpack(tar, tar_path, dest, max_total, raw.tell if compressed else None)
+                if not _ends_properly(tar):
+                    raise tarfile.ReadError("it ends in the middle of an entry")
         except InputError:
             raise
         except _DAMAGED as e:
@@ -488,6 +490,17 @@ def _unpack(
                     sink.write(block)
                 except OSError as e:
                     raise _conflict(tar_path, member, e) from None
+
+
+def _ends_properly(tar: tarfile.TarFile) -> bool:
+    """Whether the archive ends with its end-of-archive marker (a zero block): tarfile stops
+    quietly at a header cut short, which would pass a truncated tar off as a shorter one."""
+    fileobj = tar.fileobj
+    if fileobj is None:
+        return False
+    fileobj.seek(tar.offset)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and not any(block)
 
 
 def _make_dir(tar_path: Path, member: tarfile.TarInfo, path: Path) -> None:
