@@ -200,6 +200,11 @@ class FaultProxy:
             conn.abort(reset=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Cancelled at shutdown; asyncio's stream callback would log a cancelled handler.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(writer)
         self._conns.add(conn)
         self.connections += 1

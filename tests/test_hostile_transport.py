@@ -250,8 +250,8 @@ def test_retry_after_is_honoured(
 @pytest.mark.registry
 @pytest.mark.kustomize
 @pytest.mark.parametrize(("answer", "says"), [
-    (_http("429 Too Many Requests", "Retry-After: 3600"), ("answered HTTP 429",
-                                                           "no time left to retry")),
+    (_http("429 Too Many Requests", "Retry-After: 3600"), (
+        "answered HTTP 429; it asks to retry after 3600 s, later than the 1 s",)),
     (_http("500 Internal Server Error"), ("answered HTTP 500 (3 attempts)",)),
     (_http("503 Service Unavailable", "Retry-After: soon"), ("answered HTTP 503 (3 attempts)",)),
 ], ids=["429-retry-after-an-hour", "500-every-time", "503-unparseable-retry-after"])

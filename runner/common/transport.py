@@ -95,12 +95,15 @@ class Deadline:
             "LADING_REGISTRY_MIN_RATE set these limits",
         )
 
-    def sleep(self, seconds: float, reason: str) -> None:
-        """Wait before a retry, unless the wait would cross the deadline."""
+    def sleep(self, seconds: float, reason: str, asked: bool) -> None:
+        """Wait before a retry (`asked`: as long as the registry's Retry-After says), unless the
+        wait would cross the deadline."""
         if seconds >= self.remaining():
+            allowed = f"the {self.end - self.started:.0f} s this operation may take"
+            wait = (f"it asks to retry after {seconds:.0f} s, later than {allowed}" if asked
+                    else f"no time left to retry within {allowed}")
             raise RemoteError(
-                f"{self.what}: {reason}; no time left to retry within "
-                f"{self.end - self.started:.0f} s",
+                f"{self.what}: {reason}; {wait}",
                 hint="check the registry; LADING_REGISTRY_STALL_TIMEOUT sets the limit",
             )
         time.sleep(seconds)
@@ -150,7 +153,7 @@ def retrying(deadline: Deadline, attempt: Callable[[], T]) -> T:
                 ) from None
             backoff = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**n)
             delay = failed.after if failed.after is not None else backoff * _jitter()
-            deadline.sleep(delay, failed.reason)
+            deadline.sleep(delay, failed.reason, asked=failed.after is not None)
     raise AssertionError("unreachable")
 
 
