@@ -218,7 +218,8 @@ def test_any_tar_of_files_unpacks_or_is_refused_with_an_input_error(
 
 def test_the_depth_limit_counts_nested_collections() -> None:
     limit = "[" * 100 + "]" * 100
-    assert load_yaml_stream(limit, "d.yaml") and load_json(limit, "d.json")
+    assert load_yaml_stream(limit, "d.yaml")
+    assert load_json(limit, "d.json")
     with pytest.raises(InputError, match="nested deeper than 100"):
         load_yaml_stream("[" + limit + "]", "d.yaml")
     with pytest.raises(InputError, match="nested deeper than 100"):
