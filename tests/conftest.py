@@ -13,6 +13,8 @@ Fixtures (all session-scoped; values from runner.dev.endpoints):
     referrers_registry  RegistryEndpoint refreg (stands in for zot), OCI referrers API
     kustomize_bin       Path             the pinned kustomize binary
     helm_bin            Path             the pinned helm binary (kustomize --helm-command)
+    temporal            TemporalEndpoint Temporal's dev server (`temporal server start-dev`),
+                                         its database in the test bed
 
 `rollout_cluster` adds its components to the `control_plane` API server rather than starting a
 second one: two API servers do not fit a 2-core CI box next to the tests. Use a namespace per
@@ -20,7 +22,8 @@ test either way.
 
 Overrides: LADING_TEST_KUBECONFIG (both cluster fixtures use that cluster; it is assumed to run
 workloads, and has no kwok fault stages), LADING_TEST_REGISTRY (`host:port` or
-`https://host:port`, for `registry`). LADING_TEST_PROVIDER=testcontainers uses k3s for the
+`https://host:port`, for `registry`), LADING_TEST_TEMPORAL (`host:port` of a Temporal frontend
+with a `default` namespace, for `temporal`). LADING_TEST_PROVIDER=testcontainers uses k3s for the
 clusters and a registry:2 container for `registry` when a Docker engine answers, and otherwise
 says why in the report header and uses local processes.
 
@@ -44,7 +47,7 @@ import yaml
 from runner.common.errors import LadingError
 from runner.dev import tools
 from runner.dev.controlplane import ControlPlane, start_control_plane, start_rollout
-from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint
+from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint, TemporalEndpoint
 from runner.dev.registry import (
     RegistryServer,
     start_docker_registry,
@@ -290,6 +293,24 @@ def kustomize_bin() -> Path:
 def helm_bin() -> Path:
     path: Path = _provisioned(tools.find, tools.HELM)
     return path
+
+
+@pytest.fixture(scope="session")
+def temporal(testbed_dir: Path) -> Iterator[TemporalEndpoint]:
+    """Temporal's development server, built from the Go module proxy like the other tools."""
+    override = os.environ.get("LADING_TEST_TEMPORAL")
+    if override:
+        yield TemporalEndpoint(address=override, provider="env")
+        return
+    from runner.dev.temporal import start_temporal
+
+    _provisioned(tools.find, tools.TEMPORAL)
+    directory = testbed_dir / "temporal"
+    server = start_temporal(directory, log_dir=_logs(directory / "logs"))
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

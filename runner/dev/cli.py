@@ -47,18 +47,23 @@ def dev() -> None:
 @click.option("--auth", is_flag=True,
               help="Protect the registry with basic auth; credentials go to a docker config.")
 @click.option("--tls", is_flag=True, help="Serve the registry over TLS with a test CA.")
+@click.option("--temporal", is_flag=True,
+              help="Also run Temporal's dev server (for `lading worker` and `lading submit`).")
 @click.option("--apiserver-port", type=int, default=None, help="[default: a free port]")
 @click.option("--registry-port", type=int, default=None, help="[default: a free port]")
 @click.option("--referrers-port", type=int, default=None, help="[default: a free port]")
+@click.option("--temporal-port", type=int, default=None, help="[default: a free port]")
 @state_dir_option
 def up(
     rollout: bool,
     referrers: bool,
     auth: bool,
     tls: bool,
+    temporal: bool,
     apiserver_port: int | None,
     registry_port: int | None,
     referrers_port: int | None,
+    temporal_port: int | None,
     state_dir: Path | None,
 ) -> None:
     """Start etcd + kube-apiserver and a docker-registry on loopback.
@@ -69,6 +74,7 @@ def up(
     \b
     Example:
       eval "$(lading dev up --rollout --referrers --state-dir /tmp/lading-dev)"
+      eval "$(lading dev up --temporal)" && lading worker &
     """
     progress = Progress()
     environment = dev_env.up(
@@ -80,12 +86,16 @@ def up(
         apiserver_port=apiserver_port,
         registry_port=registry_port,
         referrers_port=referrers_port,
+        temporal=temporal,
+        temporal_port=temporal_port,
         progress=progress,
     )
     parts = [f"control plane {environment.cluster.startup_seconds}s",
              f"registry {environment.registry.startup_seconds}s"]
     if environment.referrers_registry:
         parts.append(f"referrers registry {environment.referrers_registry.startup_seconds}s")
+    if environment.temporal:
+        parts.append(f"temporal {environment.temporal.startup_seconds}s")
     progress(f"started in {environment.startup_seconds}s ({', '.join(parts)})")
     progress(f"state and logs: {environment.state_dir}; stop with `lading dev down"
              + (f" --state-dir {environment.state_dir}`" if state_dir else "`"))

@@ -81,3 +81,15 @@ class RegistryEndpoint(BaseModel):
             return self
         data = json.loads(self.credentials_file.read_text())
         return self.model_copy(update={"password": SecretStr(data["password"])})
+
+
+class TemporalEndpoint(BaseModel):
+    """A Temporal frontend: `address` is host:port for gRPC clients (TEMPORAL_ADDRESS)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    http: str | None = None
+    namespace: str = "default"
+    provider: Provider = "local"
+    startup_seconds: float = 0.0

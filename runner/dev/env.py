@@ -1,10 +1,10 @@
 """`lading dev up|down|env`: the local environment as one unit, recorded in a state file.
 
-`up` starts a control plane and a registry (plus the rollout components and a referrers
-registry when asked) under a state directory and records pids, ports and paths in
-`state.json`; `down` stops everything the file names and removes the state, keeping `logs/`;
-`env` turns the file into shell lines. Nothing here keeps running in Python: the servers are
-detached, so the state file is the only link between `up` and `down`.
+`up` starts a control plane and a registry (plus the rollout components, a referrers
+registry and a Temporal dev server when asked) under a state directory and records pids, ports
+and paths in `state.json`; `down` stops everything the file names and removes the state,
+keeping `logs/`; `env` turns the file into shell lines. Nothing here keeps running in Python:
+the servers are detached, so the state file is the only link between `up` and `down`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class DevEnvironment(BaseModel):
     cluster: ClusterEndpoint
     registry: RegistryEndpoint
     referrers_registry: RegistryEndpoint | None = None
+    temporal: TemporalEndpoint | None = None
     processes: list[ProcessRecord]
     startup_seconds: float
 
@@ -83,6 +84,8 @@ def up(
     apiserver_port: int | None = None,
     registry_port: int | None = None,
     referrers_port: int | None = None,
+    temporal: bool = False,
+    temporal_port: int | None = None,
     progress: Callable[[str], None] = silent,
 ) -> DevEnvironment:
     """Start the environment under `state_dir` and record it. If any part fails to start,
@@ -132,6 +135,12 @@ def up(
             processes.append(refreg.process)
             referrers_registry = refreg.endpoint
             progress(f"referrers registry (refreg) ready at {refreg.endpoint.url}")
+        temporal_endpoint: TemporalEndpoint | None = None
+        if temporal:
+            server = start_temporal(state_dir / "temporal", port=temporal_port, log_dir=logs)
+            processes.append(server.process)
+            temporal_endpoint = server.endpoint
+            progress(f"temporal dev server ready at {server.endpoint.address}")
     except BaseException as e:
         process.stop_all(processes)
         if isinstance(e, OperationFailed):
@@ -144,6 +153,7 @@ def up(
         cluster=cp.endpoint,
         registry=registry.endpoint,
         referrers_registry=referrers_registry,
+        temporal=temporal_endpoint,
         processes=processes,
         startup_seconds=round(time.monotonic() - started, 2),
     )
