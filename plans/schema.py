@@ -16,6 +16,8 @@ from plans.app import App
 from plans.build import BuildPlan, BuildResult
 from plans.common import API_VERSION
 from plans.install import DiffResult, InstallPlan, InstallResult
+from plans.ship import RunRequest, ShipPlan, ShipResult, SignPlan, Submission, VerifyPlan
+from plans.supply import SignResult, VerifyResult
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 ID_BASE = "https://lading.dev/schemas/v1/"
@@ -30,6 +32,16 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str, Literal["validation", "serializat
     "diff-result": (DiffResult, "diff-result.json", "serialization"),
     # The App spec `lading build --app` generates objects from (plans/app.py).
     "app": (App, "app.json", "validation"),
+    # The Temporal contract (plans/ship.py): activity inputs beyond the two runners' plans,
+    # the workflows' inputs, and what they and `lading submit` return.
+    "verify": (VerifyPlan, "verify-plan.json", "validation"),
+    "sign": (SignPlan, "sign-plan.json", "validation"),
+    "run-request": (RunRequest, "run-request.json", "validation"),
+    "ship": (ShipPlan, "ship-plan.json", "validation"),
+    "verify-result": (VerifyResult, "verify-result.json", "serialization"),
+    "sign-result": (SignResult, "sign-result.json", "serialization"),
+    "ship-result": (ShipResult, "ship-result.json", "serialization"),
+    "submission": (Submission, "submission.json", "serialization"),
 }
 
 
