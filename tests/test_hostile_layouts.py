@@ -342,9 +342,10 @@ CASES = [
     Case("index-200-deep", _layout_case(_write(
         "index.json", f'{{"schemaVersion": 2, "manifests": [{_deep(200)}]}}'.encode())),
          ("index.json: nested deeper than 100 levels",)),
-    Case("index-40-MiB", _layout_case(lambda good, layout: _sparse(
-        layout / "index.json", 40 * 1024 * 1024)),
-         ("index.json is 40.0 MiB, more than the 32.0 MiB lading reads",)),
+    Case("index-70-MiB", _layout_case(lambda good, layout: _sparse(
+        layout / "index.json", 70 * 1024 * 1024)),
+         ("index.json is 70.0 MiB, more than the 64.0 MiB lading reads",
+          "LADING_MAX_INPUT_BYTES")),
     Case("index-entry-without-digest", _layout_case(lambda good, layout: _write_index(
         layout, {**_index(layout), "manifests": [{"mediaType": MANIFEST, "size": 1}]})),
          ("index.json entry 0: descriptor lacks 'digest'",)),

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from plans.documents import load_json, size_text
+from plans.documents import limits, load_json, size_text
 from runner.common.digest import check_digest_syntax, sha256_digest
 from runner.common.errors import InputError
 from runner.common.oci import (
@@ -39,9 +39,6 @@ from runner.common.oci import (
 )
 
 _LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
-# index.json of a layout lading writes lists an artifact and its referrers; 32 MiB is over
-# 100,000 entries, and keeps a hostile one from costing gigabytes of memory to parse.
-MAX_INDEX_BYTES = 32 * 1024 * 1024
 HINT_TAGS = 10  # tags listed in a hint; the rest are counted
 
 # Unpacking a layout tar: total bytes, entries, and (for a compressed tar) bytes out per byte
@@ -125,15 +122,17 @@ class LayoutStore:
         try:
             if not path.is_file():
                 raise InputError(f"{what} is missing", hint="a layout lists its manifests there")
-            if path.stat().st_size > MAX_INDEX_BYTES:
+            # Checked before reading: a hostile index.json may be gigabytes.
+            size, cap = path.stat().st_size, limits().input_bytes
+            if size > cap:
                 raise InputError(
-                    f"{what} is {size_text(path.stat().st_size)}, more than the "
-                    f"{size_text(MAX_INDEX_BYTES)} lading reads"
+                    f"{what} is {size_text(size)}, more than the {size_text(cap)} lading reads",
+                    hint="raise LADING_MAX_INPUT_BYTES if this layout is genuine",
                 )
             raw = path.read_bytes()
         except OSError as e:
             raise InputError(f"{what} is unreadable: {e.strerror or e}") from None
-        index = load_json(raw, what, MAX_INDEX_BYTES)
+        index = load_json(raw, what, cap)
         if not isinstance(index, dict):
             raise InputError(f"{what} is not a JSON object")
         if index.get("schemaVersion") != 2:
