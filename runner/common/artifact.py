@@ -132,14 +132,13 @@ def _decompressed(data: bytes, digest: str, budget: _Budget) -> bytes:
     if not data.startswith(_GZIP):
         budget.spend(len(data))
         return data
-    out = bytearray()
+    members: list[bytes] = []
     rest = data
     try:
         while rest.startswith(_GZIP):
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            chunk = inflater.decompress(rest, budget.left + 1)
-            budget.spend(len(chunk))
-            out += chunk
+            members.append(inflater.decompress(rest, budget.left + 1))
+            budget.spend(len(members[-1]))
             if not inflater.eof:
                 raise InputError(f"layer {digest} is a truncated gzip stream")
             rest = inflater.unused_data
@@ -147,7 +146,7 @@ def _decompressed(data: bytes, digest: str, budget: _Budget) -> bytes:
         raise InputError(f"layer {digest} is not a readable gzip stream: {e}") from None
     if rest.strip(b"\0"):
         raise InputError(f"layer {digest} has data after its gzip stream")
-    return bytes(out)
+    return b"".join(members)  # one member, the usual case, is returned without a copy
 
 
 def _unpack_yaml(data: bytes, digest: str) -> list[tuple[str, str]]:
