@@ -291,25 +291,49 @@ class _CanonicalDumper(yaml.SafeDumper):
         return True
 
 
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+def _str_representer(dumper: Any, data: str) -> yaml.ScalarNode:
     style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    node: yaml.ScalarNode = dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+    return node
 
 
 _CanonicalDumper.add_representer(str, _str_representer)
 
+_FastDumper: Any = _CanonicalDumper
+if hasattr(yaml, "CSafeDumper"):
+
+    class _CanonicalCDumper(yaml.CSafeDumper):
+        """The same canonical form through libyaml's emitter, ten times faster."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    _CanonicalCDumper.add_representer(str, _str_representer)
+    _FastDumper = _CanonicalCDumper
+
+# libyaml escapes what PyYAML's emitter writes as is: NEL and characters beyond the Basic
+# Multilingual Plane. A document holding one goes through the pure-Python emitter, so the
+# canonical bytes — and the digest — never depend on which emitter this machine has.
+_EMITTERS_DISAGREE = re.compile("[\x85\U00010000-\U0010FFFF]")
+
+
+def _dump(obj: Obj) -> str:
+    dumper = _FastDumper
+    if dumper is not _CanonicalDumper and _EMITTERS_DISAGREE.search(
+        json.dumps(obj, ensure_ascii=False)
+    ):
+        dumper = _CanonicalDumper
+    return yaml.dump(
+        obj,
+        Dumper=dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1 << 20,
+    )
+
 
 def dump_stream(objects: Iterable[Obj]) -> str:
     """The canonical multi-document YAML stream of already-normalised, ordered objects."""
-    docs = [
-        yaml.dump(
-            obj,
-            Dumper=_CanonicalDumper,
-            sort_keys=False,
-            default_flow_style=False,
-            allow_unicode=True,
-            width=1 << 20,
-        )
-        for obj in objects
-    ]
+    docs = [_dump(obj) for obj in objects]
     return "---\n" + "---\n".join(docs) if docs else ""
