@@ -317,13 +317,8 @@ if hasattr(yaml, "CSafeDumper"):
 _EMITTERS_DISAGREE = re.compile("[\x85\U00010000-\U0010FFFF]")
 
 
-def _dump(obj: Obj) -> str:
-    dumper = _FastDumper
-    if dumper is not _CanonicalDumper and _EMITTERS_DISAGREE.search(
-        json.dumps(obj, ensure_ascii=False)
-    ):
-        dumper = _CanonicalDumper
-    return yaml.dump(
+def _dump_with(obj: Obj, dumper: Any) -> str:
+    text: str = yaml.dump(
         obj,
         Dumper=dumper,
         sort_keys=False,
@@ -331,6 +326,20 @@ def _dump(obj: Obj) -> str:
         allow_unicode=True,
         width=1 << 20,
     )
+    return text
+
+
+def _dump(obj: Obj) -> str:
+    text = _dump_with(obj, _FastDumper)
+    # An escape in libyaml's output is the only place the emitters can differ; most documents
+    # have no backslash at all, and only those that do are looked at closely.
+    if (
+        _FastDumper is not _CanonicalDumper
+        and "\\" in text
+        and _EMITTERS_DISAGREE.search(json.dumps(obj, ensure_ascii=False))
+    ):
+        return _dump_with(obj, _CanonicalDumper)
+    return text
 
 
 def dump_stream(objects: Iterable[Obj]) -> str:
