@@ -519,9 +519,11 @@ def test_a_workflow_cancelled_mid_install_stops_after_the_stage_and_releases_the
     temporal: TemporalEndpoint, control_plane: ClusterEndpoint, registry: RegistryEndpoint,
     kube: Any, ns: str, start_worker: StartWorker, slow_relay: SlowRelay, tmp_path: Path,
 ) -> None:
+    # Enough ClusterRoles that the cancellation (carried by the next heartbeat's answer)
+    # reaches the worker while their stage still runs.
     prefix = unique("cancel")
     roles = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-              "metadata": {"name": f"{prefix}-{i:02}"}, "rules": []} for i in range(30)]
+              "metadata": {"name": f"{prefix}-{i:02}"}, "rules": []} for i in range(60)]
     maps = [config_map(f"cm-{i:02}", ns, {"i": str(i)}) for i in range(10)]
     ref = publish(roles + maps, f"{registry.host}/{prefix}/app:v1")
     kubeconfig = slow_relay.kubeconfig(control_plane.kubeconfig, tmp_path / "slow.kubeconfig")
