@@ -172,3 +172,21 @@ def test_verbose_names_each_object_and_diff_without_a_reference_uses_the_invento
     assert result["ref"] == ref
     assert result["in_sync"] is True
     assert len(result["objects"]) == 2
+
+
+def test_an_api_server_whose_certificate_our_ca_did_not_sign_is_exit_3_naming_the_ca(
+    control_plane: ClusterEndpoint,
+) -> None:
+    import certifi
+
+    from runner.common.errors import RemoteError
+
+    client = KubeClient(Target(server=control_plane.server, ca_file=certifi.where(),
+                               token="not-a-token"))
+    try:
+        with pytest.raises(RemoteError, match="not signed by the CA") as failure:
+            client.get(CONFIGMAPS, "default", "x")
+    finally:
+        client.close()
+    assert failure.value.exit_code == 3
+    assert "not-a-token" not in str(failure.value)

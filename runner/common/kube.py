@@ -28,6 +28,7 @@ import urllib3
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
 from plans.documents import load_yaml, read_text
 from runner.common.errors import InputError, OperationFailed, RemoteError
@@ -250,6 +251,20 @@ class KubeClient:
                 method, url, header_params=header_params, body=body, _request_timeout=self.timeout
             )
             data = response.read()
+        except ApiException as e:
+            # The kubernetes package reports TLS failures, and a connection lost mid-response,
+            # as an ApiException with status 0.
+            if "certificate verify failed" in str(e.reason).lower():
+                raise RemoteError(
+                    f"TLS handshake with the API server {self.host} failed: its certificate "
+                    "is not signed by the CA lading was given",
+                    hint="check the CA in your kubeconfig (certificate-authority-data)",
+                ) from None
+            raise RemoteError(
+                f"lost the connection to the API server {self.host}"
+                + (f" (HTTP {e.status})" if e.status else ""),
+                hint="check that the cluster is up; rerunning the install converges",
+            ) from None
         except urllib3.exceptions.SSLError:
             raise RemoteError(
                 f"TLS handshake with the API server {self.host} failed",

@@ -216,6 +216,9 @@ def wait(
         if report != last_report:
             progress(report)
             last_report = report
+        tick = getattr(progress, "tick", None)
+        if callable(tick):  # a sink that heartbeats or can be cancelled hears from every poll
+            tick()
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 

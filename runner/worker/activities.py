@@ -78,6 +78,14 @@ class ActivityProgress(Progress):
         super().__call__(message, event=event, **self.ids, **fields)
         self.beat(message)
 
+    def tick(self) -> None:
+        """Called on every poll of a long wait, whose message may not change for minutes: a
+        cancel is noticed within one poll, and the heartbeat keeps going."""
+        if self.stop.is_set():
+            self.refused = self.last.splitlines()[0]
+            raise Cancelled(f"cancelled; stopped while: {self.refused}")
+        self.beat(self.last)
+
 
 class Activities:
     """The activities, bound to one worker's settings and thread pool."""
