@@ -119,6 +119,19 @@ def read_text(path: Path, what: str, max_bytes: int | None = None) -> str:
     return decode(data, what)
 
 
+def read_stdin(what: str = "plan <stdin>", max_bytes: int | None = None) -> str:
+    """Standard input as UTF-8 text, refused (not read to the end) when larger than the
+    input limit: `lading run -f - < /dev/zero` stops at the limit instead of filling memory."""
+    import sys
+
+    cap = max_bytes or limits().input_bytes
+    raw = getattr(sys.stdin, "buffer", None)  # a text-only stream (tests) has none
+    data = raw.read(cap + 1) if raw is not None else sys.stdin.read(cap + 1).encode()
+    if len(data) > cap:
+        raise _too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
+    return decode(data, what)
+
+
 def decode(data: bytes, what: str) -> str:
     try:
         return data.decode("utf-8")

@@ -11,7 +11,6 @@ whatever directory the runner starts in; a BuildPlan's paths must stay inside it
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from plans.build import BuildPlan
 from plans.common import SUPPORTED_API_VERSIONS, format_validation_error, read_document
+from plans.documents import read_stdin
 from plans.install import InstallPlan
 from runner import __version__
 from runner.common.cliopts import log_format_option, progress_for
@@ -206,7 +206,7 @@ def run_cmd(ctx: click.Context, plan_file: str, result_file: Path | None, base: 
       lading run -f deploy/plans/build.yaml --workspace .
     """
     if plan_file == "-":
-        document, where, plan_dir = read_document(None, sys.stdin.read()), "<stdin>", Path.cwd()
+        document, where, plan_dir = read_document(None, read_stdin()), "<stdin>", Path.cwd()
     else:
         path = Path(plan_file)
         document, where, plan_dir = read_document(path), plan_file, path.resolve().parent

@@ -3,7 +3,6 @@ result."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import click
 
 from plans.build import BuildPlan, BuildResult
 from plans.common import read_document, validate_document
+from plans.documents import read_stdin
 from plans.inspect import InspectResult
 from runner.build.confine import confine_plan
 from runner.common.cliopts import fmt, given, output_options, progress_for, registry_flags
@@ -57,7 +57,7 @@ def plan_from_flags(ctx: click.Context, plan_file: str | None) -> tuple[BuildPla
     what = "build flags"
     if plan_file:
         stdin = plan_file == "-"
-        raw = read_document(None if stdin else Path(plan_file), sys.stdin.read() if stdin else None)
+        raw = read_document(None if stdin else Path(plan_file), read_stdin() if stdin else None)
         if not isinstance(raw, dict):
             raise InputError(f"build plan {plan_file} must be a mapping")
         base = Path.cwd() if stdin else Path(plan_file).absolute().parent

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from plans.build import InlineSource, KustomizeSource, Untranslated
+from plans.documents import read_text
 from runner.build.child import run_tool
 from runner.common.errors import InputError
 from runner.common.objects import Obj, check_objects, parse_stream
@@ -144,12 +145,10 @@ def render_inline(source: InlineSource, base: Path) -> Rendered:
     documents: list[tuple[str, str]] = []
     for name in source.files:
         path = (base / name).resolve()
-        try:
-            documents.append((name, path.read_text()))
-        except FileNotFoundError:
-            raise InputError(f"inline manifest file {name!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read inline manifest file {name!r}: {e}") from None
+        if not path.exists():
+            raise InputError(f"inline manifest file {name!r} does not exist")
+        # Bounded: naming /dev/zero or a 10 GB file stops at the input limit.
+        documents.append((name, read_text(path, f"inline manifest file {name!r}")))
     if source.manifests:
         documents.append(("inline manifests", source.manifests))
     # Parse and check here first: our errors name the user's file, line and object (both places

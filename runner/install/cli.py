@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from plans.common import read_document, validate_document
+from plans.documents import read_stdin
 from plans.install import DiffResult, InstallPlan, InstallResult
 from runner.common.cliopts import (
     cluster_options,
@@ -64,7 +65,7 @@ def build_plan(
     if plan_file:
         raw = read_document(
             None if plan_file == "-" else Path(plan_file),
-            sys.stdin.read() if plan_file == "-" else None,
+            read_stdin() if plan_file == "-" else None,
         )
         if not isinstance(raw, dict):
             raise InputError(f"plan {plan_file} must be a mapping")

@@ -16,6 +16,7 @@ import click
 from pydantic import SecretStr
 
 from plans.common import read_document
+from plans.documents import read_stdin
 from plans.ship import ACTIVITIES, Submission
 from runner.common.cliopts import fmt, log_format_option, output_options, progress_for
 from runner.common.output import emit
@@ -167,7 +168,7 @@ def submit_cmd(ctx: click.Context, /, plan_file: str, task_queue: str, activity:
 
     del verbose, quiet
     if plan_file == "-":
-        document, where = read_document(None, sys.stdin.read()), "<stdin>"
+        document, where = read_document(None, read_stdin()), "<stdin>"
     else:
         document, where = read_document(Path(plan_file)), plan_file
     submission, code = asyncio.run(submit(
