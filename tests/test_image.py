@@ -33,7 +33,8 @@ from tests.artifacts import unique
 pytestmark = [pytest.mark.image, pytest.mark.registry]
 
 ROOT = Path(__file__).parent.parent
-TAG = "image-test"
+# Per session, so two test sessions on one machine do not retag each other's image.
+TAG = f"image-test-{os.getpid()}"
 LOCAL = f"localhost/lading-runner:{TAG}"
 UID = 10001
 # Generous for a Python runner carrying the kubernetes client, kubectl, helm and kustomize: a
@@ -88,6 +89,8 @@ def runner_image(request: pytest.FixtureRequest, registry: RegistryEndpoint
     finally:
         subprocess.run(["buildah", "umount", container], capture_output=True, check=False)
         subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        # The intermediate images of the build stay, as the layer cache of the next one.
+        subprocess.run(["buildah", "rmi", LOCAL], capture_output=True, check=False)
 
 
 def in_image(image: RunnerImage, *argv: str, stdin: str | None = None,
