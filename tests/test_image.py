@@ -33,8 +33,9 @@ from tests.artifacts import unique
 pytestmark = [pytest.mark.image, pytest.mark.registry]
 
 ROOT = Path(__file__).parent.parent
-# Per session, so two test sessions on one machine do not retag each other's image.
-TAG = f"image-test-{os.getpid()}"
+# One tag, left in place: removing an image with buildah 1.28 also drops the intermediate
+# images that are the next build's layer cache.
+TAG = "image-test"
 LOCAL = f"localhost/lading-runner:{TAG}"
 UID = 10001
 # Generous for a Python runner carrying the kubernetes client, kubectl, helm and kustomize: a
@@ -89,8 +90,6 @@ def runner_image(request: pytest.FixtureRequest, registry: RegistryEndpoint
     finally:
         subprocess.run(["buildah", "umount", container], capture_output=True, check=False)
         subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
-        # The intermediate images of the build stay, as the layer cache of the next one.
-        subprocess.run(["buildah", "rmi", LOCAL], capture_output=True, check=False)
 
 
 def in_image(image: RunnerImage, *argv: str, stdin: str | None = None,
