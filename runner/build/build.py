@@ -51,9 +51,7 @@ MAX_COPY_BLOB_BYTES = 1 << 30
 
 
 def registry_options(plan: BuildPlan) -> RegistryOptions:
-    return RegistryOptions(
-        plain_http=plan.plain_http, ca_file=Path(plan.ca_file) if plan.ca_file else None
-    )
+    return RegistryOptions.of(plan.plain_http, plan.ca_file)
 
 
 def render(plan: BuildPlan, base: Path) -> Rendered:

@@ -380,7 +380,7 @@ def inspect_cmd(
     from runner.build.inspect import inspect
     from runner.common.store import RegistryOptions
 
-    options = RegistryOptions(plain_http=plain_http, ca_file=Path(ca_file) if ca_file else None)
+    options = RegistryOptions.of(plain_http, ca_file)
     result = inspect(parse_ref(ref), options, progress_for(quiet, verbose))
     emit(result, fmt(output), render_inspect)
 

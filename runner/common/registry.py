@@ -25,7 +25,7 @@ from plans.documents import load_json
 from runner.common.digest import sha256_digest
 from runner.common.errors import InputError, RemoteError
 from runner.common.oci import ACCEPT, INDEX, MAX_MANIFEST_BYTES, Descriptor
-from runner.common.store import RegistryOptions
+from runner.common.registry_options import RegistryOptions
 from runner.common.transport import (
     Deadline,
     Retry,

@@ -30,7 +30,7 @@ import urllib3.connection
 import urllib3.connectionpool
 
 from runner.common.errors import RemoteError
-from runner.common.store import RegistryTimeouts
+from runner.common.registry_options import RegistryTimeouts
 
 T = TypeVar("T")
 

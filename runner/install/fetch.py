@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from plans.install import ArtifactSpec
 from plans.supply import SignaturePolicy
@@ -35,9 +34,7 @@ class Fetched:
 
 
 def registry_options(spec: ArtifactSpec) -> RegistryOptions:
-    return RegistryOptions(
-        plain_http=spec.plain_http, ca_file=Path(spec.ca_file) if spec.ca_file else None
-    )
+    return RegistryOptions.of(spec.plain_http, spec.ca_file)
 
 
 def pin(ref: ArtifactRef, allow_tag: bool) -> ArtifactRef:

@@ -69,7 +69,7 @@ def apply_install_verify(ctx: click.Context, document: dict[str, Any]) -> None:
 
 
 def _options(plain_http: bool, ca_file: str | None) -> RegistryOptions:
-    return RegistryOptions(plain_http=plain_http, ca_file=Path(ca_file) if ca_file else None)
+    return RegistryOptions.of(plain_http, ca_file)
 
 
 def _render_sign(result: SignResult) -> str:

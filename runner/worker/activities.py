@@ -278,8 +278,7 @@ class Activities:
         return str(self.settings.workspace / path)
 
     def _registry(self, plain_http: bool, ca_file: str | None) -> RegistryOptions:
-        ca = self._local(ca_file)
-        return RegistryOptions(plain_http=plain_http, ca_file=Path(ca) if ca else None)
+        return RegistryOptions.of(plain_http, self._local(ca_file))
 
 
 def _message(detail: Any) -> str:
