@@ -220,7 +220,11 @@ def run_cmd(ctx: click.Context, plan_file: str, result_file: Path | None, base: 
         allow_load_restrictor_none=allow_load_restrictor_none,
     )
     status = getattr(outcome.result, "status", "succeeded")
-    progress(f"finished: {status}", event="finished", exit_code=outcome.exit_code)
+    error = getattr(outcome.result, "error", None)
+    # The result document says why too, but whoever reads the runner's log (kubectl logs of a
+    # Job, a CI step) reads stderr.
+    progress(f"finished: {status}" + (f"\n{error}" if error and outcome.exit_code else ""),
+             event="finished", exit_code=outcome.exit_code)
     finish_live()
     if result_file is not None:
         write_result(outcome.result, "yaml" if output == "yaml" else "json", result_file)

@@ -111,6 +111,7 @@ def test_install_plan_that_fails_exits_1_with_its_result_document(
     assert result["status"] == "failed"
     assert "Deployment/bad" in result["error"]
     assert "CrashLoopBackOff" in result["error"]
+    assert "CrashLoopBackOff" in ran.err  # a Job's log (stderr) says why, not only stdout
 
 
 def test_install_plan_for_a_missing_namespace_exits_2_before_writing(
