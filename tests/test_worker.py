@@ -421,8 +421,11 @@ def test_ship_verifies_then_rolls_back_an_environment_whose_wait_fails(
     root.write_text(json.dumps(private.trusted_root()))
     repo = f"{registry.host}/{unique('rollback')}/app"
     good = publish([config_map("app", ns, {"v": "1"})], f"{repo}:v1")
-    # No controllers run on this cluster: the Deployment never becomes ready.
-    stuck = publish([config_map("app", ns, {"v": "2"}), deployment("web", ns)], f"{repo}:v2")
+    # Its pods ask for a node that does not exist: the Deployment never becomes ready, whether
+    # or not this session's cluster runs controllers and a kwok node.
+    web = deployment("web", ns)
+    web["spec"]["template"]["spec"]["nodeSelector"] = {"lading.dev/no-such-node": "true"}
+    stuck = publish([config_map("app", ns, {"v": "2"}), web], f"{repo}:v2")
     for ref in (good, stuck):
         _signed(ref, private, *signer)
     queue = unique("env")
