@@ -1,0 +1,3 @@
+module lading.dev/bench
+
+go 1.22
