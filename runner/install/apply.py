@@ -3,7 +3,6 @@ concurrency, conflict reporting and take-over, and recreate on immutable-field e
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import time
 from collections import defaultdict
@@ -14,6 +13,7 @@ from typing import TypeVar
 
 from runner.common.kube import KubeClient, KubeError
 from runner.common.objects import Obj, ObjectId
+from runner.install.ownership import named_by
 from runner.install.resolve import Planned
 
 T = TypeVar("T")
@@ -95,10 +95,8 @@ def may_take_over(managers: Iterable[str], allowed: Iterable[str]) -> bool:
 
 
 def may_recreate(oid: ObjectId, options: ApplyOptions) -> bool:
-    if options.recreate_on_immutable:
-        return True
-    forms = {str(oid), f"{oid.kind}/{oid.name}", f"{oid.kind}/{oid.namespace}/{oid.name}"}
-    return any(fnmatch.fnmatchcase(f, pattern) for pattern in options.recreate for f in forms)
+    # --recreate names objects the way --adopt does (Kind/name, Kind/namespace/name, patterns).
+    return options.recreate_on_immutable or named_by(oid, options.recreate)
 
 
 def apply_one(
