@@ -15,8 +15,6 @@ from pydantic import SecretStr
 
 from plans.build import SOURCE_KINDS, BuildPlan, BuildResult, SourceInfo
 from runner import __version__
-from runner.build.app import render_app
-from runner.build.compose import describe, render_compose
 from runner.build.gitops import (
     GitTarget,
     is_git_target,
@@ -60,9 +58,14 @@ def render(plan: BuildPlan, base: Path) -> Rendered:
         return render_kustomize(source.kustomize, base)
     if source.inline is not None:
         return render_inline(source.inline, base)
+    # The generators (and jsonschema, for compose) load only when a build uses them.
     if source.app is not None:
+        from runner.build.app import render_app
+
         return render_app(source.app, base)
     if source.compose is not None:
+        from runner.build.compose import render_compose
+
         return render_compose(source.compose, base)
     raise AssertionError("artifact sources are copied, not rendered")
 
@@ -194,8 +197,11 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
     packed = _render_and_package(plan, base, inventory)
     durations["render"] = time.monotonic() - t0
     pkg, facts, rendered = packed.package, packed.facts, packed.rendered
-    for item in rendered.untranslated:
-        _warn(progress, f"not translated: {describe(item)}")
+    if rendered.untranslated:
+        from runner.build.compose import describe
+
+        for item in rendered.untranslated:
+            _warn(progress, f"not translated: {describe(item)}")
     if facts.dirty:
         progress(
             f"warning: uncommitted changes under the source; revision {facts.revision} "
