@@ -87,3 +87,40 @@ def test_classify_ignores_server_bookkeeping_but_not_ownership() -> None:
     edited = copy.deepcopy(would_be)
     edited["spec"]["selector"] = {"app": "api"}
     assert classify(edited, LIVE, "lading") == "configured"
+
+
+def _secret_live(data: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
+        "metadata": {"name": "creds", "namespace": "shop", "uid": "u", "resourceVersion": "3",
+                     "managedFields": [{"manager": "lading", "operation": "Apply",
+                                        "apiVersion": "v1", "fieldsType": "FieldsV1",
+                                        "fieldsV1": fields}]},
+    }
+
+
+def test_a_secret_s_string_data_is_compared_as_the_server_stores_it() -> None:
+    desired = {"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "creds", "namespace": "shop"},
+               "stringData": {"token": "s3cret"}}
+    fields = {"f:stringData": {"f:token": {}}}
+    stored = _secret_live({"token": "czNjcmV0"}, fields)  # base64("s3cret")
+    assert unchanged_without_dry_run(desired, stored, "lading")
+    # Edited out of band, another value under the same key: ask the server.
+    assert not unchanged_without_dry_run(desired, _secret_live({"token": "b3RoZXI="}, fields),
+                                         "lading")
+    # Our applied set named another key: ask the server.
+    assert not unchanged_without_dry_run(
+        desired, _secret_live({"token": "czNjcmV0"}, {"f:stringData": {"f:old": {}}}), "lading")
+    # A non-string stringData value is for the server to judge.
+    numeric = {**desired, "stringData": {"token": 8675309}}
+    assert not unchanged_without_dry_run(numeric, stored, "lading")
+
+
+def test_string_data_wins_over_data_for_the_same_key_as_on_the_server() -> None:
+    desired = {"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "creds", "namespace": "shop"},
+               "data": {"token": "b2xk", "other": "eA=="}, "stringData": {"token": "s3cret"}}
+    fields = {"f:data": {"f:token": {}, "f:other": {}}, "f:stringData": {"f:token": {}}}
+    live = _secret_live({"token": "czNjcmV0", "other": "eA=="}, fields)
+    assert unchanged_without_dry_run(desired, live, "lading")

@@ -80,6 +80,24 @@ def test_second_install_of_same_digest_is_unchanged_and_moves_no_resource_versio
     assert second.digest == ref.rsplit("@", 1)[1]
 
 
+def test_a_secret_given_as_string_data_is_proved_unchanged_from_the_list(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
+) -> None:
+    creds = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": ns},
+             "stringData": {"token": "s3cret-value"}}
+    ref = publish([creds], layout(tmp_path, "v1"))
+    install(make_plan(ref, ns, control_plane))
+    secrets = Resource("", "v1", "Secret", "secrets", True)
+    before = kube.get(secrets, ns, "creds")["metadata"]["resourceVersion"]
+
+    messages: list[str] = []
+    again = install(make_plan(ref, ns, control_plane), progress=messages.append)
+
+    assert actions(again) == {f"/v1/Secret/{ns}/creds": "unchanged"}
+    assert "preflight: 1 objects unchanged, server-side dry-run of 0" in messages
+    assert kube.get(secrets, ns, "creds")["metadata"]["resourceVersion"] == before
+
+
 def test_edited_object_is_configured_and_dropped_object_is_pruned_but_nothing_else(
     tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
 ) -> None:

@@ -8,6 +8,7 @@ resourceVersion does not move.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -104,12 +105,38 @@ def _same_paths(fields: Any, value: Any, live: Any) -> bool:
     return False
 
 
+def _stored_secret(desired: Obj, live: Obj) -> tuple[Obj, Obj] | None:
+    """A Secret's `stringData` is write-only: the server merges it into `data` (base64, over
+    any `data` key of the same name) and keeps only that, while managedFields still name the
+    `stringData` keys the manager applied. Returns (desired as the server would store it, live
+    with the applied `stringData` keys put back for the field-path check), or None when the
+    Secret has no usable stringData."""
+    string_data = desired.get("stringData")
+    if not isinstance(string_data, dict) or not all(
+        isinstance(v, str) for v in string_data.values()
+    ):
+        return None
+    data = dict(desired.get("data") or {})
+    data.update({k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()})
+    stored = {k: v for k, v in desired.items() if k != "stringData"}
+    stored["data"] = data
+    return stored, {**live, "stringData": string_data}
+
+
 def unchanged_without_dry_run(desired: Obj, live: Obj | None, manager: str) -> bool:
     """True only when applying `desired` certainly changes nothing: every value is already
     live and `manager`'s applied field set is exactly `desired`'s fields. Anything doubtful
-    (defaults rewritten, stringData, a field given up) answers False, and the caller asks the
-    server with a dry-run instead. Pure."""
-    if live is None or not _covers(comparable(desired), comparable(live)):
+    (defaults rewritten, a stringData value that differs, a field given up) answers False,
+    and the caller asks the server with a dry-run instead. Pure."""
+    if live is None:
+        return False
+    stored, path_live = desired, live
+    if desired.get("kind") == "Secret" and "stringData" in desired:
+        view = _stored_secret(desired, live)
+        if view is None:
+            return False
+        stored, path_live = view
+    if not _covers(comparable(stored), comparable(live)):
         return False
     applied = [
         e
@@ -126,4 +153,4 @@ def unchanged_without_dry_run(desired: Obj, live: Obj | None, manager: str) -> b
         body["metadata"] = meta
     else:
         body.pop("metadata", None)
-    return _same_paths(applied[0].get("fieldsV1") or {}, body, live)
+    return _same_paths(applied[0].get("fieldsV1") or {}, body, path_live)
