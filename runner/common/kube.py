@@ -1,6 +1,6 @@
-"""A thin Kubernetes client: configuration from the official `kubernetes` package (kubeconfig,
-contexts, exec plugins, in-cluster service accounts, token + CA), raw JSON requests, and
-discovery cached per cluster.
+"""A thin Kubernetes client: raw JSON requests over `runner.common.wire` to the endpoint
+`runner.common.kubeconfig` resolves (kubeconfig, contexts, exec plugins, in-cluster service
+accounts, token + CA), and discovery cached per cluster.
 
 Objects stay plain dicts. Errors become `KubeError` values carrying the API Status (reason,
 message, causes) so callers can explain conflicts and invalid fields; nothing here ever puts a
@@ -12,28 +12,24 @@ values, and a Secret's values are secret.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
-import os
 import random
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import urllib3
-import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-
-from plans.documents import load_yaml, read_text
-from runner.common.errors import InputError, OperationFailed, RemoteError
+from runner.common.errors import OperationFailed, RemoteError
+from runner.common.kubeconfig import Target, resolve
 from runner.common.objects import Obj
 from runner.common.redact import redact, secret_values
+from runner.common.wire import Wire, WireError
+
+__all__ = ["KubeClient", "KubeError", "Resource", "Target"]
 
 APPLY_PATCH = "application/apply-patch+yaml"
 THROTTLE_RETRIES = 8
@@ -90,19 +86,6 @@ class Window:
                         self.limit += 1
                         self._successes = 0
                 self._changed.notify_all()
-
-
-@dataclass(frozen=True)
-class Target:
-    """Which cluster, and as whom. A token is never logged or echoed."""
-
-    kubeconfig: str | None = None
-    context: str | None = None
-    in_cluster: bool = False
-    server: str | None = None
-    ca_file: str | None = None
-    token: str | None = field(default=None, repr=False)
-    insecure_skip_tls_verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,13 +167,10 @@ class KubeClient:
     def __init__(self, target: Target, *, pool_size: int = 16, timeout: float = 60.0):
         self.target = target
         self.timeout = timeout
-        configuration = _configuration(target)
-        configuration.connection_pool_maxsize = pool_size
-        # urllib3 retries would hide an unreachable server behind minutes of back-off.
-        configuration.retries = False
-        self.host = configuration.host
-        self.api = k8s_client.ApiClient(configuration)
-        self.default_namespace = _context_namespace(target) or "default"
+        resolved = resolve(target)
+        self.host = resolved.endpoint.url
+        self.wire = Wire(resolved.endpoint, timeout=timeout)
+        self.default_namespace = resolved.namespace or "default"
         self._resources: dict[tuple[str, str, str], Resource] | None = None
         self._group_versions: dict[str, list[Resource]] = {}
         self._lock = threading.Lock()
@@ -199,7 +179,7 @@ class KubeClient:
         self.throttled = 0  # how often the server answered 429 (API Priority and Fairness)
 
     def close(self) -> None:
-        self.api.close()
+        self.wire.close()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -213,21 +193,22 @@ class KubeClient:
         content_type: str | None = None,
     ) -> Any:
         headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        elif body is not None:
-            headers["Content-Type"] = "application/json"
+        payload = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            payload = body if isinstance(body, bytes) else json.dumps(
+                body, separators=(",", ":")).encode()
         url_path = path + ("?" + urlencode(query, doseq=True) if query else "")
         for attempt in range(THROTTLE_RETRIES + 1):
             self._wait_out_throttling()
             with self._window.slot() as slot:
-                status, response_headers, data = self._send(method, url_path, headers, body)
+                status, response_headers, data = self._send(method, url_path, headers, payload)
                 slot.throttled = status == 429
             if status != 429 or attempt == THROTTLE_RETRIES:
                 break
             # API Priority and Fairness turned us away before doing anything: every thread of
             # this client pauses for as long as the server asks, then tries again.
-            self._throttled(retry_after(response_headers.get("Retry-After"), attempt))
+            self._throttled(retry_after(response_headers.get("retry-after"), attempt))
         if status == 401:
             raise RemoteError(
                 f"the API server {self.host} rejected our credentials (401)",
@@ -241,41 +222,31 @@ class KubeClient:
         return json.loads(data) if data else None
 
     def _send(
-        self, method: str, url_path: str, headers: dict[str, str], body: Any
-    ) -> tuple[int, Any, bytes]:
-        _, url, header_params, _, _ = self.api.param_serialize(
-            method, url_path, header_params=headers, auth_settings=["BearerToken"]
-        )
+        self, method: str, url_path: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
         try:
-            response = self.api.call_api(
-                method, url, header_params=header_params, body=body, _request_timeout=self.timeout
-            )
-            data = response.read()
-        except ApiException as e:
-            # The kubernetes package reports TLS failures, and a connection lost mid-response,
-            # as an ApiException with status 0.
-            if "certificate verify failed" in str(e.reason).lower():
+            return self.wire.request(method, url_path, headers, body)
+        except WireError as e:
+            if e.kind == "tls-verify":
                 raise RemoteError(
                     f"TLS handshake with the API server {self.host} failed: its certificate "
-                    "is not signed by the CA lading was given",
+                    f"is not signed by the CA lading was given ({e.detail})",
                     hint="check the CA in your kubeconfig (certificate-authority-data)",
                 ) from None
+            if e.kind == "tls":
+                raise RemoteError(
+                    f"TLS handshake with the API server {self.host} failed ({e.detail})",
+                    hint="check the CA and client certificate in your kubeconfig",
+                ) from None
+            if e.kind == "connect":
+                raise RemoteError(
+                    f"cannot reach the API server {self.host}: {e.detail}",
+                    hint="check the kubeconfig/context and that the cluster is up",
+                ) from None
             raise RemoteError(
-                f"lost the connection to the API server {self.host}"
-                + (f" (HTTP {e.status})" if e.status else ""),
+                f"lost the connection to the API server {self.host} ({e.detail})",
                 hint="check that the cluster is up; rerunning the install converges",
             ) from None
-        except urllib3.exceptions.SSLError:
-            raise RemoteError(
-                f"TLS handshake with the API server {self.host} failed",
-                hint="check the CA in your kubeconfig",
-            ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise RemoteError(
-                f"cannot reach the API server {self.host}: {type(e).__name__}",
-                hint="check the kubeconfig/context and that the cluster is up",
-            ) from None
-        return int(response.status), response.headers or {}, data
 
     def _wait_out_throttling(self) -> None:
         with self._lock:
@@ -326,15 +297,10 @@ class KubeClient:
         dry_run: bool = False,
     ) -> Obj:
         meta = obj["metadata"]
-        query: dict[str, Any] = {"fieldManager": field_manager, "fieldValidation": "Strict"}
-        if force:
-            query["force"] = "true"
-        if dry_run:
-            query["dryRun"] = "All"
         result: Obj = self.request(
             "PATCH",
-            resource.object_path(meta.get("namespace"), meta["name"]),
-            query=query,
+            resource.object_path(meta.get("namespace"), meta["name"])
+            + _apply_query(field_manager, force, dry_run),
             body=obj,
             content_type=APPLY_PATCH,
         )
@@ -418,81 +384,15 @@ class KubeClient:
             self._group_versions.pop(api_version, None)
 
 
-def _configuration(target: Target) -> k8s_client.Configuration:
-    configuration = k8s_client.Configuration()
-    try:
-        if target.server:
-            configuration.host = target.server
-            if target.ca_file:
-                configuration.ssl_ca_cert = target.ca_file
-            if target.token:
-                configuration.api_key = {"authorization": f"Bearer {target.token}"}
-            configuration.verify_ssl = not target.insecure_skip_tls_verify
-        elif target.in_cluster:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        else:
-            _check_kubeconfigs(target.kubeconfig)
-            k8s_config.load_kube_config(
-                config_file=target.kubeconfig,
-                context=target.context,
-                client_configuration=configuration,
-            )
-    except k8s_config.ConfigException as e:
-        # The message names files and contexts, never credentials.
-        raise InputError(
-            f"cannot load the cluster configuration: {e}",
-            hint="pass --kubeconfig/--context, or set KUBECONFIG",
-        ) from None
-    except FileNotFoundError as e:
-        raise InputError(
-            f"cannot load the cluster configuration: {e.filename} does not exist",
-            hint="pass --kubeconfig, or set KUBECONFIG",
-        ) from None
-    except _MALFORMED as e:
-        # The kubernetes package walks the file's YAML without checking its shape, so a
-        # malformed kubeconfig surfaces as whatever its dict walk tripped over.
-        if isinstance(e, yaml.YAMLError):
-            detail = str(e).splitlines()[0][:200]
-        elif isinstance(e, UnicodeDecodeError | RecursionError):
-            detail = "not UTF-8 text" if isinstance(e, ValueError) else "nested too deeply"
-        else:
-            detail = "its clusters, contexts or users are malformed"
-        raise InputError(
-            f"cannot load the cluster configuration: {target.kubeconfig or 'the kubeconfig'} "
-            f"is not a valid kubeconfig ({detail})",
-            hint="pass --kubeconfig with a file `kubectl config view` can read",
-        ) from None
-    return configuration
-
-
-_MALFORMED = (
-    yaml.YAMLError, TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError
-)
-
-
-def _check_kubeconfigs(given: str | None) -> None:
-    """The kubernetes package reads kubeconfigs with PyYAML's unbounded loader and then walks
-    what it got: an alias bomb hangs it. Read each file through lading's bounded reader first."""
-    for part in (given or os.environ.get("KUBECONFIG") or "~/.kube/config").split(os.pathsep):
-        path = Path(part).expanduser()
-        if part and path.is_file():
-            load_yaml(read_text(path, f"kubeconfig {part}"), f"kubeconfig {part}")
-
-
-def _context_namespace(target: Target) -> str | None:
-    if target.server or target.in_cluster:
-        return None
-    try:
-        contexts, active = k8s_config.list_kube_config_contexts(config_file=target.kubeconfig)
-    except (k8s_config.ConfigException, OSError, *_MALFORMED):
-        return None
-    chosen = (
-        next((c for c in contexts if c["name"] == target.context), None)
-        if target.context
-        else active
-    )
-    namespace = ((chosen or {}).get("context") or {}).get("namespace")
-    return str(namespace) if namespace else None
+@functools.cache
+def _apply_query(field_manager: str, force: bool, dry_run: bool) -> str:
+    """The query string of an apply, the same for every object of a run."""
+    query = {"fieldManager": field_manager, "fieldValidation": "Strict"}
+    if force:
+        query["force"] = "true"
+    if dry_run:
+        query["dryRun"] = "All"
+    return "?" + urlencode(query)
 
 
 def _kube_error(status: int, data: bytes) -> KubeError:

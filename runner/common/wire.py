@@ -1,0 +1,335 @@
+"""HTTP/1.1 to the API server and nothing in between: keep-alive connections, each request
+written with one `sendall`, each answer read with a buffered reader and a parser for the little
+of HTTP the API server speaks (a status line, headers, a Content-Length or chunked body).
+
+The general-purpose stack (the kubernetes package over urllib3 over http.client) spends about a
+millisecond of CPU per request — header objects, the email parser, retries machinery — which
+is most of lading's own CPU in an install of a thousand objects on a two-core machine. This
+spends a tenth of that. Only the transport is ours: which server, which CA, which client
+certificate and which credentials come from `runner.common.kubeconfig`.
+
+Errors are `WireError`s saying what went wrong in words a user can act on; they never carry a
+header, a body or a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+MAX_LINE = 64 * 1024  # a status, header or chunk-size line
+MAX_HEADERS = 200
+MAX_BODY = 512 * 1024 * 1024  # an answer the API server would never send
+
+
+class _Reader(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class WireError(Exception):
+    """The request did not get an HTTP answer. `kind` is one of connect, tls, tls-verify,
+    lost (the connection went away mid-answer), timeout, protocol (not HTTP/1.1)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class _Stale(Exception):
+    """A reused connection was closed before any byte of the answer: safe to send again."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One API server: its URL, the TLS context to reach it (None for plain HTTP), the name its
+    certificate must carry when that is not the URL's host, and where the Authorization header
+    comes from (called per request, so exec-plugin and rotated tokens stay fresh)."""
+
+    url: str
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
+    authorization: Callable[[], str | None] = field(default=lambda: None, repr=False)
+    proxy: str | None = field(default=None, repr=False)  # http://[user:pass@]host:port
+
+
+class _Connection:
+    __slots__ = ("reader", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb", buffering=64 * 1024)
+
+    def close(self) -> None:
+        for closing in (self.reader.close, self.sock.close):
+            with contextlib.suppress(OSError):
+                closing()
+
+    def dropped(self) -> bool:
+        """True when the server closed this idle connection (it is readable: EOF or an
+        unsolicited close_notify)."""
+        poller = select.poll()
+        try:
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+
+class Wire:
+    """Keep-alive connections to one endpoint, shared by any number of threads (each request
+    takes an idle connection or opens one; how many run at once is the caller's window)."""
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float, user_agent: str = "lading") -> None:
+        parts = urlsplit(endpoint.url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {endpoint.url!r}")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._tls = endpoint.tls if parts.scheme == "https" else None
+        if parts.scheme == "https" and self._tls is None:
+            self._tls = ssl.create_default_context()
+        self._address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        self._server_name = endpoint.server_name or parts.hostname
+        self._prefix = parts.path.rstrip("/")
+        netloc = parts.netloc.rpartition("@")[2]
+        self._fixed = f"Host: {netloc}\r\nUser-Agent: {user_agent}\r\n"
+        self._netloc = f"{self._address[0]}:{self._address[1]}"
+        self._proxy = _proxy(endpoint.proxy) if endpoint.proxy else None
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+        for conn in idle:
+            conn.close()
+
+    def request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; (status, headers with lower-case names, body)."""
+        head = [f"{method} {self._prefix}{target} HTTP/1.1\r\n", self._fixed]
+        authorization = self.endpoint.authorization()
+        if authorization:
+            head.append(f"Authorization: {authorization}\r\n")
+        head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body or b'')}\r\n")
+        head.append("\r\n")
+        payload = "".join(head).encode("latin-1") + (body or b"")
+        # A reused connection the server closed in the meantime fails before any byte of the
+        # answer; sending again on a fresh one is safe then (no request of ours is a POST that
+        # could have been taken twice: the server never saw it).
+        for _ in range(3):
+            conn, reused = self._checkout()
+            try:
+                status, response_headers, data, keep = self._exchange(conn, payload, method,
+                                                                       reused)
+            except _Stale:
+                conn.close()
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            if keep:
+                self._checkin(conn)
+            else:
+                conn.close()
+            return status, response_headers, data
+        raise WireError("lost", "the connection was closed before an answer, three times")
+
+    def _exchange(
+        self, conn: _Connection, payload: bytes, method: str, reused: bool
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        try:
+            conn.sock.sendall(payload)
+            line = conn.reader.readline(MAX_LINE)
+            if not line:
+                if reused and method != "POST":
+                    raise _Stale
+                raise WireError("lost", "the server closed the connection without an answer")
+            return _read_answer(conn.reader, line, method)
+        except TimeoutError:
+            raise WireError("timeout", f"no answer within {self.timeout:g}s") from None
+        except ssl.SSLError as e:
+            raise WireError("lost", f"TLS error mid-request ({e.reason or e})") from None
+        except (ConnectionResetError, BrokenPipeError) as e:
+            if reused and method != "POST":
+                raise _Stale from None
+            raise WireError("lost", type(e).__name__) from None
+        except OSError as e:
+            raise WireError("lost", type(e).__name__) from None
+
+    def _checkout(self) -> tuple[_Connection, bool]:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._connect(), False
+            if conn.dropped():
+                conn.close()
+                continue
+            return conn, True
+
+    def _checkin(self, conn: _Connection) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _connect(self) -> _Connection:
+        address = self._proxy[0] if self._proxy else self._address
+        try:
+            sock = socket.create_connection(address, timeout=self.timeout)
+        except TimeoutError:
+            raise WireError("connect", f"no connection within {self.timeout:g}s") from None
+        except OSError as e:
+            raise WireError("connect", e.strerror or type(e).__name__) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._proxy:
+            self._tunnel(sock, self._proxy[1])
+        if self._tls is None:
+            return _Connection(sock)
+        try:
+            wrapped = self._tls.wrap_socket(sock, server_hostname=self._server_name)
+        except ssl.SSLCertVerificationError as e:
+            sock.close()
+            raise WireError("tls-verify", str(e.verify_message or "certificate verify failed")
+                            ) from None
+        except ssl.SSLError as e:
+            sock.close()
+            raise WireError("tls", str(e.reason or e)) from None
+        except TimeoutError:
+            sock.close()
+            raise WireError("timeout", f"no TLS handshake within {self.timeout:g}s") from None
+        except OSError as e:
+            sock.close()
+            raise WireError("tls", e.strerror or type(e).__name__) from None
+        return _Connection(wrapped)
+
+    def _tunnel(self, sock: socket.socket, authorization: str | None) -> None:
+        """Ask an HTTP proxy for a tunnel to the API server (CONNECT)."""
+        request = f"CONNECT {self._netloc} HTTP/1.1\r\nHost: {self._netloc}\r\n"
+        if authorization:
+            request += f"Proxy-Authorization: {authorization}\r\n"
+        try:
+            sock.sendall((request + "\r\n").encode("latin-1"))
+            reader = sock.makefile("rb", buffering=0)
+            line = reader.readline(MAX_LINE)
+            if not line:
+                raise WireError("connect", "the proxy closed the connection")
+            _, status = _status_line(line)
+            _headers(reader)
+        except WireError:
+            sock.close()
+            raise
+        except OSError as e:
+            sock.close()
+            raise WireError("connect", f"proxy: {e.strerror or type(e).__name__}") from None
+        if status != 200:
+            sock.close()
+            raise WireError("connect", f"the proxy refused a tunnel (HTTP {status})")
+
+
+def _proxy(url: str) -> tuple[tuple[str, int], str | None]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"only http:// proxies are supported, not {parts.scheme or url!r}")
+    authorization = None
+    if parts.username:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode()
+    return (parts.hostname, parts.port or 80), authorization
+
+
+def _read_answer(
+    reader: _Reader, line: bytes, method: str
+) -> tuple[int, dict[str, str], bytes, bool]:
+    while True:
+        version, status = _status_line(line)
+        headers = _headers(reader)
+        if status >= 200 or status == 101:
+            break
+        line = reader.readline(MAX_LINE)  # an interim 1xx answer: the real one follows
+        if not line:
+            raise WireError("lost", "the connection closed after an interim answer")
+    keep = version == b"HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    if method == "HEAD" or status in (204, 304):
+        return status, headers, b"", keep
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return status, headers, _chunked(reader), keep
+    length = headers.get("content-length")
+    if length is not None:
+        try:
+            size = int(length)
+        except ValueError:
+            raise WireError("protocol", "a malformed Content-Length") from None
+        if not 0 <= size <= MAX_BODY:
+            raise WireError("protocol", f"an answer of {size} bytes")
+        data = reader.read(size)
+        if len(data) != size:
+            raise WireError("lost", "the connection closed mid-answer")
+        return status, headers, data, keep
+    data = reader.read(MAX_BODY + 1)  # until the server closes the connection
+    if len(data) > MAX_BODY:
+        raise WireError("protocol", "an answer without end")
+    return status, headers, data, False
+
+
+def _status_line(line: bytes) -> tuple[bytes, int]:
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise WireError("protocol", "the server did not answer in HTTP/1.1")
+    return parts[0], int(parts[1])
+
+
+def _headers(reader: _Reader) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS):
+        line = reader.readline(MAX_LINE)
+        if line in (b"\r\n", b"\n"):
+            return headers
+        if not line.endswith(b"\n"):
+            raise WireError("lost", "the connection closed mid-headers")
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise WireError("protocol", "a malformed header line")
+        key = name.strip().lower().decode("latin-1")
+        text = value.strip().decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    raise WireError("protocol", f"more than {MAX_HEADERS} headers")
+
+
+def _chunked(reader: _Reader) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        line = reader.readline(MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise WireError("lost", "the connection closed mid-answer")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise WireError("protocol", "a malformed chunk size") from None
+        if size == 0:
+            _headers(reader)  # trailers, up to the blank line
+            return b"".join(chunks)
+        total += size
+        if size < 0 or total > MAX_BODY:
+            raise WireError("protocol", "an answer without end")
+        chunk = reader.read(size)
+        if len(chunk) != size or reader.read(2) != b"\r\n":
+            raise WireError("lost", "the connection closed mid-answer")
+        chunks.append(chunk)

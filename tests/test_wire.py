@@ -1,0 +1,120 @@
+"""runner.common.wire: lading's HTTP/1.1 client for the API server. The answer parser on exact
+bytes (pure), then the connections against the real kube-apiserver: kept alive, reused, and
+replaced when the server closed them while idle."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.common.errors import RemoteError
+from runner.common.kube import KubeClient, Resource, Target
+from runner.common.wire import WireError, _read_answer
+from runner.dev.endpoints import ClusterEndpoint
+from tests.faultproxy import FaultProxy
+from tests.kubeconfigs import rewrite_server
+
+CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", True)
+
+
+def answer(raw: bytes, method: str = "GET") -> tuple[int, dict[str, str], bytes, bool]:
+    reader = io.BufferedReader(io.BytesIO(raw))  # type: ignore[arg-type]
+    return _read_answer(reader, reader.readline(), method)
+
+
+def test_a_sized_answer_is_read_to_its_length_and_the_connection_kept() -> None:
+    status, headers, body, keep = answer(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        b"Audit-Id: x\r\n\r\n{}NEXT")
+    assert (status, body, keep) == (200, b"{}", True)
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_chunked_answer_is_joined_with_extensions_and_trailers_skipped() -> None:
+    _, _, body, keep = answer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nTrailer: t\r\n\r\n")
+    assert (body, keep) == (b'{"a":1}', True)
+
+
+def test_an_interim_answer_is_skipped_and_connection_close_is_honoured() -> None:
+    status, headers, body, keep = answer(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\n"
+        b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+    assert (status, headers["retry-after"], body, keep) == (429, "2", b"", False)
+
+
+def test_repeated_headers_are_joined() -> None:
+    _, headers, _, _ = answer(b"HTTP/1.1 204 No Content\r\nWarning: a\r\nWarning: b\r\n\r\n")
+    assert headers["warning"] == "a, b"
+
+
+@pytest.mark.parametrize(("raw", "kind"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", "lost"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "lost"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "protocol"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "protocol"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "protocol"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", "protocol"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "protocol"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 500 + b"\r\n", "protocol"),
+    (b"HTTP/1.1 200 OK\r\nContent-", "lost"),
+])
+def test_a_broken_answer_is_a_wire_error_of_its_kind(raw: bytes, kind: str) -> None:
+    with pytest.raises(WireError) as error:
+        answer(raw)
+    assert error.value.kind == kind
+
+
+@pytest.mark.cluster
+def test_requests_share_kept_alive_connections(
+    control_plane: ClusterEndpoint, ns: str, tmp_path: Path
+) -> None:
+    with FaultProxy(control_plane.server.removeprefix("https://")) as proxy:
+        config = rewrite_server(control_plane.kubeconfig, f"https://{proxy.address}",
+                                tmp_path / "kubeconfig")
+        client = KubeClient(Target(kubeconfig=str(config)), pool_size=4)
+        try:
+            for i in range(40):
+                client.apply(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
+                                          "metadata": {"name": f"c{i}", "namespace": ns}},
+                             field_manager="test")
+            assert proxy.connections == 1
+            threads = [threading.Thread(target=client.list, args=(CONFIGMAPS, ns))
+                       for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert proxy.connections <= 1 + 8
+            assert len(client.list(CONFIGMAPS, ns)) >= 40
+        finally:
+            client.close()
+
+
+@pytest.mark.cluster
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+    control_plane: ClusterEndpoint, ns: str, tmp_path: Path
+) -> None:
+    with FaultProxy(control_plane.server.removeprefix("https://")) as proxy:
+        config = rewrite_server(control_plane.kubeconfig, f"https://{proxy.address}",
+                                tmp_path / "kubeconfig")
+        client = KubeClient(Target(kubeconfig=str(config)))
+        try:
+            client.list(CONFIGMAPS, ns)
+            proxy.down()  # every open connection is reset: the pooled one is now dead
+            proxy.up()
+            time.sleep(0.2)
+            assert client.list(CONFIGMAPS, ns) is not None
+            assert proxy.connections == 2
+            proxy.down()  # and while the server is gone, the error says so
+            with pytest.raises(RemoteError) as gone:
+                client.list(CONFIGMAPS, ns)
+            assert "API server" in str(gone.value)
+        finally:
+            proxy.up()
+            client.close()
