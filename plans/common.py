@@ -18,13 +18,13 @@ class Strict(BaseModel):
     """Unknown fields are errors (a typo must not silently do nothing) and types are strict
     (`"true"` is not a boolean)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class Result(BaseModel):
     """Result documents: lenient on input (control planes read them back), stable on output."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 M = TypeVar("M", bound=BaseModel)

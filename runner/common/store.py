@@ -83,9 +83,10 @@ def open_store(
     """Open the Store a reference points into; `create` makes a missing layout."""
     # Imported here: registry pulls in requests/oras, layouts need neither.
     from runner.common.layout import LayoutStore, LayoutTarStore
-    from runner.common.registry import RegistryStore
 
     if ref.kind == "registry":
+        from runner.common.registry import RegistryStore
+
         return RegistryStore(
             ref.location, ref.repository, options or RegistryOptions(), ref.is_loopback
         )

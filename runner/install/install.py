@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 
 from plans.install import Adoption, InstallPlan, InstallResult, Refusal, TargetSpec
@@ -215,17 +215,50 @@ def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> 
         planned = resolve(run.fetched.located, client, run.namespace, existing,
                           plan.create_namespace)
         run.cluster_scoped = [str(o) for o in cluster_scoped(p.oid for p in planned)]
+    if plan.dry_run:
+        return _dry_run_result(run, _preflight(engine, run, planned, existing), operation)
+
+    def locked() -> AbstractContextManager[str]:
+        return held(client, inv.parent_name(run.inventory), run.namespace, LOCK_TIMEOUT,
+                    progress)
+
+    if run.namespace in existing:
+        # The lock first: what preflight reads (live objects, the inventory, what prune would
+        # delete) then stays true until the writes are done, and is read once.
+        with locked():
+            checked = _preflight(engine, run, planned, existing)
+            _prepare(engine, run, checked)
+            return _apply_locked(engine, run, checked, operation, fresh=True)
+
+    # The lock lives in the install namespace, which does not exist yet: validate everything,
+    # create the namespace, then lock and read again what may have changed meanwhile.
+    checked = _preflight(engine, run, planned, existing)
+    _prepare(engine, run, checked)
+    with locked():
+        with run.timed("preflight"):
+            try:
+                _recheck(engine, plan, checked)
+            except Refused as refusal:
+                raise run.refused_by(refusal, checked.planned) from None
+        return _apply_locked(engine, run, checked, operation, fresh=False)
+
+
+def _preflight(engine: Engine, run: Run, planned: list[Planned],
+               existing: set[str]) -> Checked:
+    with run.timed("preflight"):
         try:
-            checked = check(engine, plan, planned, run.namespace, run.inventory, existing)
+            checked = check(engine, run.plan, planned, run.namespace, run.inventory, existing)
         except Refused as refusal:
             raise run.refused_by(refusal, planned) from None
-        run.adopted = checked.adopted
-        for oid, owner in checked.adopted.items():
-            progress(f"adopting {named(oid)} from {owner}")
+    run.adopted = checked.adopted
+    for oid, owner in checked.adopted.items():
+        run.progress(f"adopting {named(oid)} from {owner}")
+    return checked
 
-    if plan.dry_run:
-        return _dry_run_result(run, checked, operation)
 
+def _prepare(engine: Engine, run: Run, checked: Checked) -> None:
+    """Writes needed before the stages: CRDs custom resources wait for (validated by creating
+    them) and the install namespace. Undone when anything is refused."""
     created: list[Planned] = []
     try:
         with run.timed("preflight"):
@@ -239,17 +272,6 @@ def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> 
     except BaseException:
         undo(engine, created)
         raise
-
-    with held(client, inv.parent_name(run.inventory), run.namespace, LOCK_TIMEOUT, progress):
-        with run.timed("preflight"):
-            # Another install may have run while we waited for the lock: read the live state
-            # again, check ownership again, and ask the server about what is no longer
-            # certainly unchanged.
-            try:
-                _recheck(engine, plan, checked)
-            except Refused as refusal:
-                raise run.refused_by(refusal, checked.planned) from None
-        return _apply_locked(engine, run, checked, operation)
 
 
 def _recheck(engine: Engine, plan: InstallPlan, checked: Checked) -> None:
@@ -314,10 +336,13 @@ def _dry_run_result(run: Run, checked: Checked, operation: str) -> InstallResult
     return run.result(operation=operation)
 
 
-def _apply_locked(engine: Engine, run: Run, checked: Checked, operation: str) -> InstallResult:
+def _apply_locked(engine: Engine, run: Run, checked: Checked, operation: str,
+                  fresh: bool) -> InstallResult:
+    """The writes, under the lock. `fresh`: preflight ran under this lock too, so its reads of
+    the inventory and of what prune would delete still hold."""
     plan, progress, planned = run.plan, run.progress, checked.planned
     client = engine.client
-    current = inv.read(client, run.inventory, run.namespace)
+    current = checked.current if fresh else inv.read(client, run.inventory, run.namespace)
     previous = current.digest
     new_kinds = {inv.group_kind(p.oid.group, p.oid.kind) for p in planned}
     new_namespaces = {p.oid.namespace for p in planned if p.oid.namespace} | {run.namespace}
@@ -326,7 +351,8 @@ def _apply_locked(engine: Engine, run: Run, checked: Checked, operation: str) ->
     superset = current.with_members(
         set(current.group_kinds) | new_kinds, set(current.namespaces) | new_namespaces
     )
-    inv.write(client, superset, plan.field_manager)
+    if superset != current or not current.exists:
+        inv.write(client, superset, plan.field_manager)
 
     with run.timed("apply"):
         error = engine.apply(planned, checked.prediction, checked.live, run.changes,
@@ -334,7 +360,8 @@ def _apply_locked(engine: Engine, run: Run, checked: Checked, operation: str) ->
 
     if error is None and plan.prune:
         with run.timed("prune"):
-            doomed = candidates(members(client, superset), {p.oid.identity() for p in planned})
+            doomed = (checked.doomed if fresh else
+                      candidates(members(client, superset), {p.oid.identity() for p in planned}))
             error = engine.prune(doomed, checked.inventory_id, run.changes)
 
     final = superset if error else current.with_members(new_kinds, new_namespaces)

@@ -28,6 +28,7 @@ class Planned:
 
 
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", False)
+MAX_LISTED = 20  # problems named one by one; the rest are counted
 
 
 def namespaces_present(client: KubeClient, located: list[tuple[Obj, str]],
@@ -132,8 +133,11 @@ def resolve(
             )
         )
     if problems:
+        shown = problems[:MAX_LISTED]
+        more = len(problems) - len(shown)
         raise InputError(
-            f"{len(problems)} object(s) cannot be installed:\n  " + "\n  ".join(problems)
+            f"{len(problems)} object(s) cannot be installed:\n  " + "\n  ".join(shown)
+            + (f"\n  (and {more} more)" if more else "")
         )
     return planned
 
