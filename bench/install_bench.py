@@ -3,7 +3,7 @@
 nothing else) — the floor.
 
     .venv/bin/python bench/install_bench.py [--objects 1000] [--rtt 0,10,50] [--rounds 3]
-        [--cases fresh,noop,drift,diff] [--concurrency 32]
+        [--cases fresh,noop,drift,diff] [--concurrency N]
 
 Cases: fresh (into an empty namespace), noop (the same again), drift (10 % of the objects edited
 behind the tools' backs, then installed again), diff (lading diff / kubectl diff of an in-sync
@@ -150,7 +150,8 @@ def main() -> int:
     parser.add_argument("--rtt", default="0,10", help="round-trip times to add, in ms")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", default="fresh,noop,drift,diff")
-    parser.add_argument("--concurrency", type=int, default=32, help="lading's --concurrency")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="lading's --concurrency (default: lading's own default)")
     args = parser.parse_args()
     cases = args.cases.split(",")
     rtts = [int(r) for r in args.rtt.split(",")]
@@ -213,8 +214,9 @@ def run_rtt(args: argparse.Namespace, cases: list[str], rtt: int, tmp: Path,
             if tool == "lading":
                 ref = publish(objects, f"oci-layout:{tmp}/art-{rtt}-{round_}:v1")
                 install = [lading, "install", ref, "-n", ns, "--no-wait", "--quiet",
-                           "--force-conflicts",
-                           "--concurrency", str(args.concurrency), "--inventory", "bench"]
+                           "--force-conflicts", "--inventory", "bench"]
+                if args.concurrency:
+                    install += ["--concurrency", str(args.concurrency)]
                 commands[tool] = {"apply": install, "diff": [lading, "diff", ref, "-n", ns,
                                                              "--inventory", "bench", "--quiet"]}
             elif tool == "kubectl":
@@ -265,8 +267,9 @@ def report(args: argparse.Namespace, cases: list[str], rtts: list[int],
         return statistics.median(getattr(m, what) for m in found) if found else None
 
     print(f"\n{args.objects} objects ({', '.join(KINDS)}), one namespace; lading "
-          f"--concurrency {args.concurrency}, rawloop 32 in flight; medians of {args.rounds} "
-          f"interleaved rounds; load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+          f"--concurrency {args.concurrency or '(its default)'}, rawloop 32 in flight; "
+          f"medians of {args.rounds} interleaved rounds; "
+          f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
     print("| case | RTT ms | lading s | kubectl s | raw s | lading/raw | kubectl/lading "
           "| lading CPU s | kubectl CPU s | lading RSS MiB | kubectl RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -129,7 +129,7 @@ class InstallPlan(Strict):
     )
     dry_run: bool = False
     concurrency: int = Field(
-        default=32, ge=1, le=64,
+        default=64, ge=1, le=256,
         description="requests in flight at most; fewer while the API server throttles (429)",
     )
     verify: SignaturePolicy | None = Field(

@@ -35,7 +35,7 @@ class ApplyOptions:
     take_ownership: tuple[str, ...] = ()
     recreate_on_immutable: bool = False
     recreate: tuple[str, ...] = ()
-    concurrency: int = 32
+    concurrency: int = 64
 
 
 @dataclass(frozen=True)

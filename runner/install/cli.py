@@ -146,7 +146,7 @@ def install_options(fn: Any) -> Any:
             help="Recreate this object if an immutable field changes.",
         ),
         click.option("--dry-run", is_flag=True, help="Report what would change; write nothing."),
-        click.option("--concurrency", type=int, default=32, show_default=True,
+        click.option("--concurrency", type=int, default=64, show_default=True,
                      help="Requests in flight at most (fewer while the server throttles)."),
     ]
     for option in reversed(options):

@@ -29,7 +29,7 @@ def diff(
     """Compare with `plan.artifact`, or (`from_inventory`) with what `plan.inventory`
     installed last."""
     own_client = client is None
-    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
+    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
     try:
         return _diff(client, plan, progress, from_inventory)
     finally:

@@ -175,7 +175,7 @@ def install(
         f"({fetched.content.format} format)"
     )
     own_client = client is None
-    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
+    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
     try:
         run = Run(
             plan,

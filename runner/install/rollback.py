@@ -30,7 +30,7 @@ def rollback(
     """`plan.artifact.ref` is ignored: the previous ref comes from the inventory's history.
     Everything else — `verify`, ownership, namespace scope, prune policy — is the plan's."""
     own_client = client is None
-    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
+    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
     try:
         namespace = plan.namespace or client.default_namespace
         if not plan.inventory:

@@ -29,7 +29,7 @@ def uninstall(
 ) -> InstallResult:
     """Uninstall `plan.inventory` from `plan.namespace` (the artifact reference is unused)."""
     own_client = client is None
-    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency * 2)
+    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
     try:
         return _uninstall(client, plan, progress)
     finally:
