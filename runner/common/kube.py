@@ -17,7 +17,8 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -366,6 +367,14 @@ class KubeClient:
         with self._lock:
             self._group_versions[api_version] = resources
         return resources
+
+    def discover(self, api_versions: Iterable[str]) -> None:
+        """Load discovery for these group/versions at once (one round trip, not one each)."""
+        missing = sorted({v for v in api_versions if v not in self._group_versions})
+        if len(missing) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(missing), 16)) as pool:
+                for _ in pool.map(self._load_group_version, missing):
+                    pass
 
     def resources_in(self, api_version: str) -> builtins.list[Resource]:
         """Every resource a group/version serves (empty when the cluster has none)."""

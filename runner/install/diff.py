@@ -65,7 +65,8 @@ def _diff(client: KubeClient, plan: InstallPlan, progress: Callable[[str], None]
     if current.exists:
         keep = {p.oid.identity() for p in planned}
         reports += [ObjectDrift(id=str(m.oid), state="pruned")
-                    for m in candidates(members(client, current), keep)]
+                    for m in candidates(members(client, current, engine.listed, plan.concurrency),
+                                       keep)]
     return DiffResult(
         digest=fetched.ref.digest or "",
         ref=fetched.ref.pinned(),

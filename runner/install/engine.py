@@ -22,7 +22,7 @@ from runner.install.apply import ApplyOptions, Outcome, apply_one, parallel
 from runner.install.changes import classify, unchanged_without_dry_run
 from runner.install.drift import compare
 from runner.install.order import STAGES, apply_order
-from runner.install.prune import Member, prune
+from runner.install.prune import Listed, Member, prune
 from runner.install.resolve import Planned
 from runner.install.wait import Waiting, explain, wait
 
@@ -92,6 +92,8 @@ class Engine:
     client: KubeClient
     options: ApplyOptions = field(default_factory=ApplyOptions)
     progress: Progress = silent
+    # Whole LISTs `live` read, for prune's membership to filter instead of listing again.
+    listed: Listed = field(default_factory=dict, compare=False, repr=False)
 
     def detail(self, message: str) -> None:
         """Per-object detail, shown with -v (Progress.detail); dropped by plain callbacks."""
@@ -110,8 +112,10 @@ class Engine:
         def list_group(key: tuple[Resource, str]) -> list[tuple[ObjectId, Obj]]:
             resource, namespace = key
             wanted = groups[key]
-            return [(wanted[o["metadata"]["name"]], o)
-                    for o in self._list_or_get(resource, namespace, wanted)
+            items, whole = self._list_or_get(resource, namespace, wanted)
+            if whole:
+                self.listed[(resource.group, resource.kind, namespace)] = (resource, items)
+            return [(wanted[o["metadata"]["name"]], o) for o in items
                     if o["metadata"]["name"] in wanted]
 
         found: dict[ObjectId, Obj] = {}
@@ -120,12 +124,13 @@ class Engine:
         return found
 
     def _list_or_get(self, resource: Resource, namespace: str,
-                     wanted: dict[str, ObjectId]) -> list[Obj]:
+                     wanted: dict[str, ObjectId]) -> tuple[list[Obj], bool]:
+        """The live objects, and whether they are the whole LIST (not GETs of some)."""
         try:
-            return self.client.list(resource, namespace or None)
+            return self.client.list(resource, namespace or None), True
         except KubeError as e:
             if e.is_not_found:
-                return []
+                return [], False
             if e.status != 403:
                 raise
         # May not list (a namespace-scoped deployer and a cluster-scoped kind): GET each; what
@@ -140,7 +145,7 @@ class Engine:
                 continue
             if found is not None:
                 items.append(found)
-        return items
+        return items, False
 
     def dry_run(self, items: list[Planned]) -> list[Outcome]:
         return parallel(items, lambda p: apply_one(self.client, p, self.options, dry_run=True),

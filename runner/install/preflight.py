@@ -92,7 +92,7 @@ def check(
                else inv.Inventory(inventory, namespace))
     doomed: list[Member] = []
     if plan.prune and current.exists:
-        everyone = members(client, current)
+        everyone = members(client, current, engine.listed, engine.options.concurrency)
         doomed = candidates(everyone, {p.oid.identity() for p in planned})
         if not plan.allow_data_loss:
             refusals = losses(client, doomed, everyone, current)

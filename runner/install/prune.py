@@ -15,6 +15,7 @@ from typing import Literal
 
 from runner.common.kube import KubeClient, KubeError, Resource
 from runner.common.objects import Obj, ObjectId, object_id
+from runner.install.apply import parallel
 from runner.install.inventory import PART_OF, Inventory, split_group_kind
 from runner.install.order import prune_order_key
 from runner.install.ownership import is_member, owner_of
@@ -49,20 +50,43 @@ class Pruned:
     reason: str | None = None
 
 
-def members(client: KubeClient, inventory: Inventory) -> list[Member]:
+Listed = dict[tuple[str, str, str], tuple[Resource, list[Obj]]]
+"""Whole LISTs already read in this run: (group, kind, namespace) → (resource, items)."""
+
+
+def members(client: KubeClient, inventory: Inventory, listed: Listed | None = None,
+            concurrency: int = 8) -> list[Member]:
     """Every live object carrying this inventory's part-of label, in its recorded group-kinds
-    and namespaces (cluster-scoped kinds are listed once)."""
-    found: list[Member] = []
+    and namespaces (cluster-scoped kinds are listed once). What `listed` already holds is
+    filtered here instead of being listed again; the rest is listed in parallel."""
+    listed = listed or {}
     selector = f"{PART_OF}={inventory.id}"
+    found: list[Member] = []
+    to_list: list[tuple[Resource, str]] = []
     for gk in sorted(inventory.group_kinds):
         group, kind = split_group_kind(gk)
-        resource = resource_for_group_kind(client, group, kind)
+        scopes = sorted(inventory.namespaces)
+        known = [listed.get((group, kind, ns)) for ns in scopes]
+        known_resource = next((k[0] for k in known if k), None)
+        resource = known_resource or resource_for_group_kind(client, group, kind)
         if resource is None:
             continue  # the kind is gone from the cluster (CRD deleted): nothing left to prune
-        scopes = sorted(inventory.namespaces) if resource.namespaced else [""]
-        for namespace in scopes:
-            for obj in client.list(resource, namespace or None, label_selector=selector):
-                found.append(Member(object_id(obj), resource, obj))
+        for namespace in scopes if resource.namespaced else [""]:
+            hit = listed.get((group, kind, namespace))
+            if hit is None:
+                to_list.append((resource, namespace))
+                continue
+            found.extend(Member(object_id(o), resource, o) for o in hit[1]
+                         if ((o.get("metadata") or {}).get("labels") or {}).get(PART_OF)
+                         == inventory.id)
+
+    def list_one(scope: tuple[Resource, str]) -> list[Member]:
+        resource, namespace = scope
+        return [Member(object_id(o), resource, o)
+                for o in client.list(resource, namespace or None, label_selector=selector)]
+
+    for batch in parallel(to_list, list_one, concurrency):
+        found.extend(batch)
     return found
 
 

@@ -6,6 +6,7 @@ not exist in the cluster until the first stage has run.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from runner.common.errors import InputError
@@ -37,16 +38,19 @@ def namespaces_present(client: KubeClient, located: list[tuple[Obj, str]],
     not a LIST: a deployer with rights in its own namespaces only may not list namespaces.
     One it may not even read is assumed present; the dry-run finds out if it is not."""
     wanted = {str((o.get("metadata") or {}).get("namespace") or "") for o, _ in located}
-    present = set()
-    for name in sorted((wanted | {default_namespace}) - {""}):
+
+    def present(name: str) -> bool:
         try:
-            if client.get(NAMESPACES, None, name) is not None:
-                present.add(name)
+            return client.get(NAMESPACES, None, name) is not None
         except KubeError as e:
             if e.status != 403:
                 raise
-            present.add(name)
-    return present
+            return True
+
+    names = sorted((wanted | {default_namespace}) - {""})
+    with ThreadPoolExecutor(max_workers=min(len(names), 16) or 1) as pool:
+        return {name for name, there in zip(names, pool.map(present, names), strict=True)
+                if there}
 
 
 def crd_resources(objects: list[Obj]) -> dict[tuple[str, str], Resource]:
@@ -89,6 +93,7 @@ def resolve(
     }
     problems: list[str] = []
     planned: list[Planned] = []
+    client.discover(str(obj.get("apiVersion") or "") for obj in objects)
     for obj, where in located:
         oid = object_id(obj)
         resource = client.resource_for(oid.api_version, oid.kind)
