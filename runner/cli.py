@@ -99,6 +99,17 @@ BUG_HINT = (
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] != ["build"]:
+        _main(args)
+        return
+    # kustomize starts now and runs while the build's modules import.
+    from runner.build.early import kustomize_started_early
+
+    with kustomize_started_early(args[1:]):
+        _main(args)
+
+
+def _main(args: list[str]) -> None:
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting, e.g. diff's 1.
         rv = cli.main(args=args, prog_name="lading", standalone_mode=False)

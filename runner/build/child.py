@@ -7,15 +7,22 @@ before it starts), on CPU time and on the bytes it may write (RLIMIT_FSIZE: its 
 a scratch file, so a flood of output stops at the cap instead of filling memory), and under a
 wall-clock timeout. Limits are inherited by helm when kustomize runs it. A failure is one line
 naming the input with what the tool said, never a goroutine dump.
+
+kustomize is most of a build's time, and it needs one core; the Python modules a build loads
+(pydantic, the plan models, the registry client) take a few hundred milliseconds on the other.
+So a child can be started early (`start_early`, from runner.build.early) and `run_tool` takes
+it over when asked for the same command under the same limits; anything else stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -52,42 +59,131 @@ def _limiter(memory: int, cpu: int, output: int) -> Callable[[], None]:
     return limit
 
 
-def run_tool(cmd: list[str], *, what: str, timeout: float, scrub: dict[str, str]) -> str:
-    """Run `cmd` and return its stdout, or raise InputError saying why `what` failed. Each
-    key of `scrub` (a scratch path) is replaced by its value (the user's path) in messages."""
-    memory = _env_int("LADING_MAX_TOOL_MEMORY", DEFAULT_MEMORY)
-    cpu = _env_int("LADING_MAX_TOOL_CPU_SECONDS", DEFAULT_CPU_SECONDS)
-    output = limits().input_bytes
-    before = _children_cpu()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+class RunningTool:
+    """A tool started under the limits, its output going to scratch files."""
+
+    def __init__(self, cmd: list[str], memory: int, cpu: int, output: int) -> None:
+        self.cmd = cmd
+        self.limits = (memory, cpu, output)
+        self.context = _context()
+        self._before = _children_cpu()
+        self._started = time.monotonic()
+        # Outlive this call: closed by output() or stop().
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
         try:
-            proc = subprocess.Popen(
+            self._proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
+                stdout=self._out,
+                stderr=self._err,
                 preexec_fn=_limiter(memory, cpu, output),
                 start_new_session=True,  # so a timeout stops helm too
             )
         except OSError as e:
+            self._close()
             raise InputError(f"cannot run {cmd[0]}: {e.strerror}") from None
+
+    def output(self, *, what: str, timeout: float, scrub: dict[str, str]) -> str:
+        """Wait (`timeout` counts from the start) and return stdout, or raise InputError saying
+        why `what` failed. Each key of `scrub` (a scratch path) is replaced by its value (the
+        user's path) in messages."""
+        memory, cpu, output = self.limits
         try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise InputError(f"{what} took longer than {timeout:g}s") from None
-        written = os.fstat(out.fileno()).st_size
-        if written >= output:
-            raise InputError(
-                f"{what} printed more than {size_text(output)}",
-                hint="raise LADING_MAX_INPUT_BYTES if the output is genuine",
-            )
-        if code != 0:
-            used = _children_cpu() - before
-            raise InputError(f"{what} failed: {_reason(code, err, memory, cpu, used, scrub)}")
-        out.seek(0)
-        return decode(out.read(), f"the output of {what}")
+            try:
+                left = max(0.0, timeout - (time.monotonic() - self._started))
+                code = self._proc.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                raise InputError(f"{what} took longer than {timeout:g}s") from None
+            written = os.fstat(self._out.fileno()).st_size
+            if written >= output:
+                raise InputError(
+                    f"{what} printed more than {size_text(output)}",
+                    hint="raise LADING_MAX_INPUT_BYTES if the output is genuine",
+                )
+            if code != 0:
+                used = _children_cpu() - self._before
+                reason = _reason(code, self._err, memory, cpu, used, scrub)
+                raise InputError(f"{what} failed: {reason}")
+            self._out.seek(0)
+            return decode(self._out.read(), f"the output of {what}")
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        """Kill the tool (and whatever it started) and drop its output."""
+        if self._proc.poll() is None:
+            self._kill()
+        self._close()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+
+    def _close(self) -> None:
+        self._out.close()
+        self._err.close()
+
+
+def start_tool(cmd: list[str]) -> RunningTool:
+    """Start `cmd` under the limits in force (LADING_MAX_TOOL_MEMORY, _CPU_SECONDS, and the
+    input limit for its output)."""
+    return RunningTool(cmd, *_limits())
+
+
+def _limits() -> tuple[int, int, int]:
+    """Memory, CPU seconds and output bytes a tool may use."""
+    memory = _env_int("LADING_MAX_TOOL_MEMORY", DEFAULT_MEMORY)
+    cpu = _env_int("LADING_MAX_TOOL_CPU_SECONDS", DEFAULT_CPU_SECONDS)
+    return memory, cpu, limits().input_bytes
+
+
+def run_tool(cmd: list[str], *, what: str, timeout: float, scrub: dict[str, str]) -> str:
+    """Run `cmd` and return its stdout, or raise InputError saying why `what` failed. A child
+    started early for exactly this command, environment and limits is taken over instead."""
+    running = _take_early(cmd) or start_tool(cmd)
+    return running.output(what=what, timeout=timeout, scrub=scrub)
+
+
+# -- starting early ----------------------------------------------------------------------------
+
+_early: RunningTool | None = None
+
+
+def start_early(cmd: list[str]) -> None:
+    """Start `cmd` now, so it runs while the caller imports what it needs; `run_tool` takes it
+    over when asked for the same command, and `discard_early` stops it otherwise. Failing to
+    start is left for `run_tool` to report."""
+    global _early
+    discard_early()
+    with contextlib.suppress(InputError):
+        _early = start_tool(cmd)
+
+
+def discard_early() -> None:
+    """Stop a child started early that nothing took over."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early.stop()
+
+
+def _take_early(cmd: list[str]) -> RunningTool | None:
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return None
+    if (early.cmd, early.limits, early.context) == (cmd, _limits(), _context()):
+        return early
+    early.stop()
+    return None
+
+
+def _context() -> tuple[dict[str, str], str]:
+    """What else a child sees: one started early is taken over only if this has not changed."""
+    return dict(os.environ), os.getcwd()
 
 
 def _children_cpu() -> float:

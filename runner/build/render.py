@@ -15,16 +15,19 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from plans.build import InlineSource, KustomizeSource, Untranslated
 from plans.documents import read_text
 from runner.build.child import run_tool
 from runner.common.errors import InputError
 from runner.common.objects import Obj, check_objects, parse_stream
 from runner.common.workspace import refuse_escaping_links
+
+if TYPE_CHECKING:
+    # Only types: runner.build.early imports this module before pydantic loads.
+    from plans.build import InlineSource, KustomizeSource, Untranslated
 
 KUSTOMIZE_TIMEOUT = 300
 
@@ -66,15 +69,19 @@ def tool_version(binary: str) -> str:
     return match.group(1) if match else first
 
 
-def kustomize_build(
-    directory: Path, *, enable_helm: bool, load_restrictor: str, display: str
-) -> str:
-    kustomize = tool_path("kustomize")
-    cmd = [kustomize, "build", str(directory)]
+def kustomize_command(directory: Path, *, enable_helm: bool, load_restrictor: str) -> list[str]:
+    cmd = [tool_path("kustomize"), "build", str(directory)]
     if load_restrictor == "none":
         cmd += ["--load-restrictor", "LoadRestrictionsNone"]
     if enable_helm:
         cmd += ["--enable-helm", "--helm-command", tool_path("helm")]
+    return cmd
+
+
+def kustomize_build(
+    directory: Path, *, enable_helm: bool, load_restrictor: str, display: str
+) -> str:
+    cmd = kustomize_command(directory, enable_helm=enable_helm, load_restrictor=load_restrictor)
     # Bounded in memory, CPU, time and output; kustomize names temporary wrapper
     # directories, so messages show the user's path instead.
     return run_tool(
@@ -85,21 +92,25 @@ def kustomize_build(
     )
 
 
-def render_kustomize(source: KustomizeSource, base: Path) -> Rendered:
-    directory = (base / source.path).resolve()
+def kustomization_dir(base: Path, path: str) -> Path:
+    """The kustomization directory `path` names, checked before kustomize may read it."""
+    directory = (base / path).resolve()
     if not directory.is_dir():
-        raise InputError(
-            f"kustomize path {source.path!r} is not a directory (resolved to {directory})"
-        )
+        raise InputError(f"kustomize path {path!r} is not a directory (resolved to {directory})")
     if not any(
         (directory / f).is_file()
         for f in ("kustomization.yaml", "kustomization.yml", "Kustomization")
     ):
         raise InputError(
-            f"{source.path!r} holds no kustomization.yaml",
+            f"{path!r} holds no kustomization.yaml",
             hint="point at an overlay or base directory, or use --inline for plain manifests",
         )
     refuse_escaping_links(directory, "source.kustomize.path")
+    return directory
+
+
+def render_kustomize(source: KustomizeSource, base: Path) -> Rendered:
+    directory = kustomization_dir(base, source.path)
     kustomize = tool_path("kustomize")
     inputs: dict[str, Any] = {
         "type": "kustomize",
