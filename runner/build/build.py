@@ -23,8 +23,8 @@ from runner.build.gitops import (
     refuse_plain_secrets,
 )
 from runner.build.inventory import default_inventory, inventory_from
-from runner.build.package import ArtifactMeta, Blob, Package, package
-from runner.build.push import check_destinations, push
+from runner.build.package import ArtifactMeta, Package, package
+from runner.build.push import check_destinations, load_clients, push
 from runner.build.render import Rendered, render_inline, render_kustomize
 from runner.build.reproducible import changed_objects
 from runner.build.source import SourceFacts, detect, redact_url
@@ -190,6 +190,7 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
             )
         return copy_artifact(parse_ref(plan.source.artifact.ref), destinations, options, progress)
     inventory = plan.inventory or _default_inventory(destinations, targets)
+    load_clients(destinations)
 
     durations: dict[str, float] = {}
     t0 = time.monotonic()
@@ -234,7 +235,7 @@ def _build(plan: BuildPlan, *, base: Path | None, progress: Progress) -> BuildRe
         destinations,
         pkg.manifest.descriptor,
         pkg.manifest.data,
-        [(b.descriptor, _const(b)) for b in pkg.blobs],
+        [(b.descriptor, b.data) for b in pkg.blobs],
         options,
         progress,
     ) if destinations else []
@@ -278,10 +279,6 @@ def _trailers(plan: BuildPlan, facts: SourceFacts, rendered: Rendered) -> dict[s
         "Lading-Input": str(rendered.inputs.get("type", "")),
         "Lading-Tool": f"lading/{__version__}",
     }
-
-
-def _const(blob: Blob) -> Callable[[], bytes]:
-    return lambda: blob.data
 
 
 def copy_artifact(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class RegistryStore:
         bound(self._session)
         self._verify = tls_verify
         self._authorization: str | None = None
+        self._login = threading.Lock()
         config = docker_config_path(options)
         container = self._oras.get_container(f"{host}/{repository}")
         self._oras.auth.load_configs(container, configs=[str(config)] if config.exists() else None)
@@ -120,8 +122,9 @@ class RegistryStore:
     ) -> requests.Response:
         """One attempt: send, log in once if challenged, and turn refusals into errors."""
         headers = headers or {}
+        sent_with = self._authorization
         response = self._send(method, url, headers, data)
-        if response.status_code in (401, 403) and self._authenticate(response):
+        if response.status_code in (401, 403) and self._authenticate(response, sent_with):
             response.close()
             response = self._send(method, url, headers, data)
         if response.status_code in (401, 403):
@@ -161,7 +164,15 @@ class RegistryStore:
             deadline, lambda: self._exchange(method, url, headers=headers, data=data)
         )
 
-    def _authenticate(self, response: requests.Response) -> bool:
+    def _authenticate(self, response: requests.Response, sent_with: str | None) -> bool:
+        with self._login:
+            # Blobs upload side by side (runner.build.push): when several are refused at once,
+            # one logs in and the others retry with what it got.
+            if self._authorization != sent_with:
+                return True
+            return self._log_in(response)
+
+    def _log_in(self, response: requests.Response) -> bool:
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
