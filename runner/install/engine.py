@@ -29,6 +29,7 @@ from runner.install.wait import Waiting, explain, wait
 Progress = Callable[[str], None]
 FIRST_STAGE_TIMEOUT = 60.0
 WAIT_ANNOTATION = "lading.dev/wait"  # "skip": never wait for this object (kapp's wait: false)
+PASSED: Obj = {}  # a dry-run answer not kept: the object does not exist yet, and it passed
 ACTIONS: tuple[Action, ...] = ("created", "configured", "unchanged", "deleted", "skipped",
                                "failed")
 
@@ -164,7 +165,10 @@ class Engine:
         for o in outcomes:
             self.detail(f"dry-run {named(o.planned.oid)}: " + (o.error or "ok"))
         would_be: dict[ObjectId, Obj | None] = {oid: live[oid] for oid in fast}
-        would_be.update({o.planned.oid: o.result for o in outcomes if not o.error})
+        # An object that does not exist yet is `created` whatever the answer holds: keep only
+        # that it passed (thousands of full answers were most of a large install's memory).
+        would_be.update({o.planned.oid: o.result if o.planned.oid in live or o.result is None
+                         else PASSED for o in outcomes if not o.error})
         return Prediction(would_be, fast, [o for o in outcomes if o.error])
 
     # -- writing -------------------------------------------------------------------------------
@@ -199,9 +203,7 @@ class Engine:
                     todo.append((p, action))
             self.progress(f"stage {stage}: applying {len(todo)} of {len(items)} objects "
                           f"({len(items) - len(todo)} unchanged)")
-            outcomes = parallel([p for p, _ in todo],
-                                lambda p: apply_one(self.client, p, self.options),
-                                self.options.concurrency)
+            outcomes = parallel([p for p, _ in todo], self._apply_one, self.options.concurrency)
             for (p, action), outcome in zip(todo, outcomes, strict=True):
                 if outcome.error:
                     changes.record(p.oid, "failed", stage, outcome.error)
@@ -225,6 +227,12 @@ class Engine:
                 return f"apply failed for {len(failed)} object(s) in stage {stage}: " + "; ".join(
                     f"{named(e.oid)}: {e.error}" for e in failed)
         return None
+
+    def _apply_one(self, p: Planned) -> Outcome:
+        """Apply for real; the stored object the server answers is not kept (nothing reads it,
+        and a large install would hold every one of them until its stage ends)."""
+        outcome = apply_one(self.client, p, self.options)
+        return Outcome(p, None, outcome.error, outcome.status)
 
     def _action(self, p: Planned, would_be: Obj | None, live: dict[ObjectId, Obj]) -> Action:
         if would_be is not None:
