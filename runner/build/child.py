@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import signal
 import subprocess
 import tempfile
@@ -91,8 +92,7 @@ class RunningTool:
         memory, cpu, output = self.limits
         try:
             try:
-                left = max(0.0, timeout - (time.monotonic() - self._started))
-                code = self._proc.wait(timeout=left)
+                code = self._wait(max(0.0, timeout - (time.monotonic() - self._started)))
             except subprocess.TimeoutExpired:
                 self._kill()
                 raise InputError(f"{what} took longer than {timeout:g}s") from None
@@ -110,6 +110,21 @@ class RunningTool:
             return decode(self._out.read(), f"the output of {what}")
         finally:
             self._close()
+
+    def _wait(self, timeout: float) -> int:
+        # Popen.wait(timeout) polls, sleeping up to 50 ms between looks; a pidfd wakes the
+        # moment the child exits.
+        try:
+            pidfd = os.pidfd_open(self._proc.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+
+            return self._proc.wait(timeout=timeout)
+        try:
+            exited, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if not exited:
+            raise subprocess.TimeoutExpired(self.cmd, timeout)
+        return self._proc.wait()
 
     def stop(self) -> None:
         """Kill the tool (and whatever it started) and drop its output."""
