@@ -19,6 +19,7 @@ import pytest
 
 from runner.common.errors import OperationFailed
 from runner.common.kube import KubeClient
+from runner.common.output import silent
 from runner.dev.endpoints import ClusterEndpoint
 from runner.install.lease import DURATION_SECONDS, INVENTORY, LEASES, MANAGED_BY, Holder, held
 from tests.clirun import lading
@@ -254,3 +255,29 @@ def test_a_killed_holder_s_lease_expires_within_its_duration_and_the_next_run_ta
     assert waited[0].startswith(f"waiting for inventory lock {ns}/lading-app, "
                                 f"held by {dead_holder}")
     assert "it expires at" in waited[0]
+
+
+@pytest.mark.cluster
+def test_a_held_lease_is_renewed_and_released_but_never_someone_else_s(
+    kube: KubeClient, ns: str
+) -> None:
+    name = "lading-renewed"
+    with held(kube, name, ns, 5, silent, duration=3) as holder:
+        first = kube.get(LEASES, ns, name)
+        assert first is not None
+        time.sleep(2.5)  # the renewer writes every duration/3 seconds
+        renewed = kube.get(LEASES, ns, name)
+        assert renewed is not None
+        assert renewed["spec"]["holderIdentity"] == holder
+        assert renewed["spec"]["renewTime"] != first["spec"]["renewTime"]
+    assert kube.get(LEASES, ns, name) is None  # released
+
+    # Taken over after it expired: the first holder's release leaves the new holder's lease.
+    with held(kube, name, ns, 5, silent, duration=3):
+        lease = kube.get(LEASES, ns, name)
+        assert lease is not None
+        lease["spec"]["holderIdentity"] = "someone-else"
+        kube.request("PUT", LEASES.object_path(ns, name), body=lease)
+    after = kube.get(LEASES, ns, name)
+    assert after is not None
+    assert after["spec"]["holderIdentity"] == "someone-else"

@@ -275,7 +275,9 @@ def _user_authorization(user: dict[str, Any], base: Path) -> Callable[[], str | 
 
 
 def _tls_context(ca_file: str | None, ca_data: bytes | None, insecure: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    """Verifying the server against the CA the kubeconfig names, and only it (as kubectl
+    does); the system's roots when it names none."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -285,6 +287,8 @@ def _tls_context(ca_file: str | None, ca_data: bytes | None, insecure: bool) -> 
             context.load_verify_locations(
                 cafile=ca_file, cadata=ca_data.decode("ascii", "replace") if ca_data else None
             )
+        else:
+            context.load_default_certs()
     except FileNotFoundError:
         raise InputError(
             f"cannot load the cluster configuration: the CA file {ca_file} does not exist",

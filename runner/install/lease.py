@@ -8,6 +8,7 @@ deliberately (`runner.install.unlock`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -187,18 +188,17 @@ def held(
     holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + timeout
     told: tuple[str, datetime | None] | None = None
+    # A released lease is deleted, so the usual case is no lease at all: create it straight
+    # away (one round trip), and read it only when that says someone has one.
+    current: dict[str, Any] | None = None
     while True:
-        current = client.get(LEASES, namespace, name)
         try:
             if current is None:
-                client.request(
-                    "POST",
-                    LEASES.collection_path(namespace),
-                    body=_body(name, namespace, holder, None, duration),
-                )
+                mine = client.request("POST", LEASES.collection_path(namespace),
+                                      body=_body(name, namespace, holder, None, duration))
                 break
             if Holder.of(current).expired(_now()):
-                client.request(
+                mine = client.request(
                     "PUT",
                     LEASES.object_path(namespace, name),
                     body=_body(
@@ -207,8 +207,9 @@ def held(
                 )
                 break
         except KubeError as e:
-            if e.status not in (409,):  # 409: someone else won the race; look again
+            if e.status != 409:  # 409: it exists, or someone else won the race: look again
                 raise
+            current = client.get(LEASES, namespace, name)
             continue
         other = Holder.of(current)
         if time.monotonic() >= deadline:
@@ -222,9 +223,11 @@ def held(
             progress(f"waiting for inventory lock {namespace}/{name}, {other.describe(_now())}")
             told = (other.identity, other.renewed)
         time.sleep(POLL_SECONDS)
+        current = client.get(LEASES, namespace, name)
+    lease = _Mine(mine)
     stop = threading.Event()
     renewer = threading.Thread(
-        target=_renew, args=(client, name, namespace, holder, stop, duration), daemon=True
+        target=_renew, args=(client, lease, holder, stop, duration), daemon=True
     )
     renewer.start()
     try:
@@ -232,33 +235,52 @@ def held(
     finally:
         stop.set()
         renewer.join(timeout=5)
-        _release(client, name, namespace, holder)
+        _release(client, lease)
+
+
+class _Mine:
+    """The lease as we last wrote it (the renewer updates it; release reads it after the
+    renewer stopped)."""
+
+    def __init__(self, lease: dict[str, Any]) -> None:
+        self.lease = lease
+
+    @property
+    def name(self) -> str:
+        return str(self.lease["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.lease["metadata"]["namespace"])
 
 
 def _renew(
-    client: KubeClient,
-    name: str,
-    namespace: str,
-    holder: str,
-    stop: threading.Event,
-    duration: int,
+    client: KubeClient, mine: _Mine, holder: str, stop: threading.Event, duration: int
 ) -> None:
     while not stop.wait(duration / 3):
         try:
-            lease = client.get(LEASES, namespace, name)
-            if not lease or (lease.get("spec") or {}).get("holderIdentity") != holder:
-                return
-            lease["spec"]["renewTime"] = _stamp(_now())
-            client.request("PUT", LEASES.object_path(namespace, name), body=lease)
-        except (LadingError, KubeError):
+            lease = {**mine.lease, "spec": {**mine.lease["spec"], "renewTime": _stamp(_now())}}
+            mine.lease = client.request(
+                "PUT", LEASES.object_path(mine.namespace, mine.name), body=lease)
+        except KubeError as e:
+            if e.status == 409:  # changed behind our back: still ours?
+                try:
+                    found = client.get(LEASES, mine.namespace, mine.name)
+                except (LadingError, KubeError):
+                    continue
+                if not found or (found.get("spec") or {}).get("holderIdentity") != holder:
+                    return
+                mine.lease = found
             # A missed renewal is retried on the next tick; the install itself goes on.
+        except LadingError:
             continue
 
 
-def _release(client: KubeClient, name: str, namespace: str, holder: str) -> None:
-    try:
-        lease = client.get(LEASES, namespace, name)
-        if lease and (lease.get("spec") or {}).get("holderIdentity") == holder:
-            client.delete(LEASES, namespace, name, uid=lease["metadata"]["uid"])
-    except (LadingError, KubeError):
-        pass  # an unreleased lease simply expires
+def _release(client: KubeClient, mine: _Mine) -> None:
+    """Delete the lease if it is still as we last wrote it (uid and resourceVersion as
+    preconditions): one that expired and was taken over is someone else's now."""
+    meta = mine.lease["metadata"]
+    # Not ours any more, or unreachable: an unreleased lease simply expires.
+    with contextlib.suppress(LadingError):
+        client.delete(LEASES, mine.namespace, mine.name, uid=meta.get("uid"),
+                      resource_version=meta.get("resourceVersion"))

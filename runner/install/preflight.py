@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from plans.install import InstallPlan, Refusal
@@ -84,12 +85,14 @@ def check(
             "inventory") for o in collisions])
 
     ready_now = [p for p in planned if not (p.kind_pending or p.namespace_pending)]
-    live = engine.live(ready_now)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the inventory, while the LISTs run
+        reading = pool.submit(inv.read, client, inventory, namespace) \
+            if namespace in existing_namespaces else None
+        live = engine.live(ready_now)
+        current = reading.result() if reading else inv.Inventory(inventory, namespace)
     check_scope(plan, planned, live, namespace, inventory_id)
     adopted = check_ownership(plan, ready_now, live, inventory_id)
 
-    current = (inv.read(client, inventory, namespace) if namespace in existing_namespaces
-               else inv.Inventory(inventory, namespace))
     doomed: list[Member] = []
     if plan.prune and current.exists:
         everyone = members(client, current, engine.listed, engine.options.concurrency)

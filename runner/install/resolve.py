@@ -36,7 +36,8 @@ def namespaces_present(client: KubeClient, located: list[tuple[Obj, str]],
                        default_namespace: str) -> set[str]:
     """Which of the namespaces the objects (and the install) use exist already. A GET each,
     not a LIST: a deployer with rights in its own namespaces only may not list namespaces.
-    One it may not even read is assumed present; the dry-run finds out if it is not."""
+    One it may not even read is assumed present; the dry-run finds out if it is not.
+    Discovery of the objects' group/versions goes out in the same round trip."""
     wanted = {str((o.get("metadata") or {}).get("namespace") or "") for o, _ in located}
 
     def present(name: str) -> bool:
@@ -48,9 +49,13 @@ def namespaces_present(client: KubeClient, located: list[tuple[Obj, str]],
             return True
 
     names = sorted((wanted | {default_namespace}) - {""})
-    with ThreadPoolExecutor(max_workers=min(len(names), 16) or 1) as pool:
-        return {name for name, there in zip(names, pool.map(present, names), strict=True)
-                if there}
+    with ThreadPoolExecutor(max_workers=min(len(names), 16) + 1) as pool:
+        discovering = pool.submit(
+            client.discover, {str(o.get("apiVersion") or "") for o, _ in located})
+        found = {name for name, there in zip(names, pool.map(present, names), strict=True)
+                 if there}
+        discovering.result()
+    return found
 
 
 def crd_resources(objects: list[Obj]) -> dict[tuple[str, str], Resource]:
