@@ -272,8 +272,9 @@ class _Budget:
     aliases: int = 0
 
 
-def _measure(loader: Any, root: Node, bounds: Limits, used: _Budget) -> None:
-    """Check one composed document against the limits before it is constructed.
+def _measure(loader: Any, root: Node, bounds: Limits, used: _Budget) -> bool:
+    """Check one composed document against the limits before it is constructed; True when it
+    is plain (no alias, no merge key), so `_build` may construct it.
 
     Each distinct node is visited once; `done` keeps its expanded size (about its JSON size)
     and height, so a node reached again through an alias is accounted for without walking it
@@ -283,6 +284,7 @@ def _measure(loader: Any, root: Node, bounds: Limits, used: _Budget) -> None:
     done: dict[int, tuple[int, int]] = {}
     path: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
+    aliases, merges = used.aliases, False
     while stack:
         node, finished = stack.pop()
         key = id(node)
@@ -315,7 +317,7 @@ def _measure(loader: Any, root: Node, bounds: Limits, used: _Budget) -> None:
         if len(path) >= bounds.depth:
             raise _Refused(_too_deep(bounds), node.start_mark)
         if isinstance(node, MappingNode):
-            _check_keys(loader, node)
+            merges = _check_keys(loader, node) or merges
         path.add(key)
         stack.append((node, True))
         # Reversed, so children are visited in document order: an anchor is measured where
@@ -324,6 +326,7 @@ def _measure(loader: Any, root: Node, bounds: Limits, used: _Budget) -> None:
     used.expanded += done[id(root)][0]
     if used.expanded > bounds.input_bytes:
         raise _Refused(_expansion(bounds), root.start_mark)
+    return used.aliases == aliases and not merges
 
 
 def _expansion(bounds: Limits) -> str:
@@ -337,16 +340,19 @@ def _too_deep(bounds: Limits) -> str:
     return f"nested deeper than {bounds.depth} levels (LADING_MAX_DEPTH)"
 
 
-def _check_keys(loader: Any, node: MappingNode) -> None:
+def _check_keys(loader: Any, node: MappingNode) -> bool:
     """Keys are scalars (JSON has no other kind) and appear once. Keys are compared as
-    constructed (`1` and `0x1` are the same key), as the strings they become."""
+    constructed (`1` and `0x1` are the same key), as the strings they become. True when the
+    mapping has a merge key."""
     seen: dict[str, Node] = {}
+    merges = False
     for key_node, _ in node.value:
         if key_node.tag == _MERGE:
+            merges = True
             continue
         if not isinstance(key_node, ScalarNode):
             raise _Refused("a mapping key must be a string, not a collection", key_node.start_mark)
-        key = _json_key(loader.construct_object(key_node))
+        key = key_node.value if key_node.tag == _STR else _json_key(_scalar(loader, key_node))
         first = seen.get(key)
         if first is not None:
             raise _Refused(
@@ -354,6 +360,30 @@ def _check_keys(loader: Any, node: MappingNode) -> None:
                 key_node.start_mark,
             )
         seen[key] = key_node
+    return merges
+
+
+_STR, _MAP, _SEQ = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq"))
+
+
+def _build(loader: Any, node: Node) -> Any:
+    """A plain document (measured: no aliases, no merge keys, unique scalar keys, within the
+    depth limit) constructed in one walk: PyYAML's general constructor spends most of a parse
+    on bookkeeping such a document does not need. Any other tag goes through the loader's
+    own constructors (and their errors)."""
+    if isinstance(node, ScalarNode):
+        return node.value if node.tag == _STR else _scalar(loader, node)
+    if isinstance(node, MappingNode) and node.tag == _MAP:
+        return {key.value if key.tag == _STR else _json_key(_scalar(loader, key)):
+                _build(loader, value) for key, value in node.value}
+    if isinstance(node, SequenceNode) and node.tag == _SEQ:
+        return [_build(loader, child) for child in node.value]
+    return loader.construct_object(node, deep=True)
+
+
+def _scalar(loader: Any, node: ScalarNode) -> Any:
+    constructors = loader.yaml_constructors
+    return (constructors.get(node.tag) or constructors[None])(loader, node)
 
 
 def load_yaml_stream(text: str | bytes, where: str) -> list[Any]:
@@ -375,8 +405,8 @@ def load_yaml_stream(text: str | bytes, where: str) -> list[Any]:
                     f"{where}: more than {bounds.documents} YAML documents (LADING_MAX_DOCUMENTS)"
                 )
             node = loader.get_node()
-            _measure(loader, node, bounds, used)
-            documents.append(loader.construct_document(node))
+            plain = _measure(loader, node, bounds, used)
+            documents.append(_build(loader, node) if plain else loader.construct_document(node))
     except _Refused as e:
         raise InputError(f"{where}:{_at(e.mark)}: {e.problem}") from None
     except yaml.reader.ReaderError as e:
