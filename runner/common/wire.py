@@ -103,7 +103,8 @@ class Wire:
         self._prefix = parts.path.rstrip("/")
         netloc = parts.netloc.rpartition("@")[2]
         self._fixed = f"Host: {netloc}\r\nUser-Agent: {user_agent}\r\n"
-        self._netloc = f"{self._address[0]}:{self._address[1]}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self._netloc = f"{host}:{self._address[1]}"
         self._proxy = _proxy(endpoint.proxy) if endpoint.proxy else None
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
