@@ -192,7 +192,10 @@ class KubeClient:
         query: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        answer: bool = True,
     ) -> Any:
+        """The decoded answer (an empty dict when `answer` is False: the caller only needs to
+        know it succeeded, and decoding a stored object costs more than sending it)."""
         headers = {"Accept": "application/json"}
         payload = None
         if body is not None:
@@ -220,6 +223,8 @@ class KubeClient:
             if isinstance(body, dict) and body.get("kind") == "Secret":
                 error = error.redacted(secret_values(body))
             raise error
+        if not answer:
+            return {}
         return json.loads(data) if data else None
 
     def _send(
@@ -296,7 +301,9 @@ class KubeClient:
         field_manager: str,
         force: bool = False,
         dry_run: bool = False,
+        answer: bool = True,
     ) -> Obj:
+        """Server-side apply; the stored (or would-be) object, or {} when `answer` is False."""
         meta = obj["metadata"]
         result: Obj = self.request(
             "PATCH",
@@ -304,6 +311,7 @@ class KubeClient:
             + _apply_query(field_manager, force, dry_run),
             body=obj,
             content_type=APPLY_PATCH,
+            answer=answer,
         )
         return result
 

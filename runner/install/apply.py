@@ -100,14 +100,17 @@ def may_recreate(oid: ObjectId, options: ApplyOptions) -> bool:
 
 
 def apply_one(
-    client: KubeClient, planned: Planned, options: ApplyOptions, dry_run: bool = False
+    client: KubeClient, planned: Planned, options: ApplyOptions, dry_run: bool = False,
+    answer: bool = True,
 ) -> Outcome:
+    """Apply (or dry-run) one object. With `answer` False a success's result is {}: the
+    caller needs no stored object, so none is decoded."""
     force = options.force_conflicts
 
     def send(force: bool) -> Outcome:
         return Outcome(planned, client.apply(planned.resource, planned.obj,
                                              field_manager=options.field_manager,
-                                             force=force, dry_run=dry_run))
+                                             force=force, dry_run=dry_run, answer=answer))
 
     try:
         try:

@@ -148,9 +148,13 @@ class Engine:
                 items.append(found)
         return items, False
 
-    def dry_run(self, items: list[Planned]) -> list[Outcome]:
-        return parallel(items, lambda p: apply_one(self.client, p, self.options, dry_run=True),
-                        self.options.concurrency)
+    def dry_run(self, items: list[Planned], live: Collection[ObjectId] | None = None
+                ) -> list[Outcome]:
+        """Dry-run each object; the answer is decoded only for objects in `live` (None: all),
+        the ones whose answer is compared with what exists."""
+        return parallel(items, lambda p: apply_one(
+            self.client, p, self.options, dry_run=True, answer=live is None or p.oid in live),
+            self.options.concurrency)
 
     def predict(self, items: list[Planned], live: dict[ObjectId, Obj]) -> Prediction:
         fast = {p.oid for p in items
@@ -159,7 +163,7 @@ class Engine:
         if items:
             self.progress(f"preflight: {len(fast)} objects unchanged, server-side dry-run of "
                           f"{len(rest)}")
-        outcomes = self.dry_run(rest)
+        outcomes = self.dry_run(rest, live)
         for oid in sorted(fast, key=str):
             self.detail(f"unchanged (from the LIST): {named(oid)}")
         for o in outcomes:
@@ -231,7 +235,7 @@ class Engine:
     def _apply_one(self, p: Planned) -> Outcome:
         """Apply for real; the stored object the server answers is not kept (nothing reads it,
         and a large install would hold every one of them until its stage ends)."""
-        outcome = apply_one(self.client, p, self.options)
+        outcome = apply_one(self.client, p, self.options, answer=False)
         return Outcome(p, None, outcome.error, outcome.status)
 
     def _action(self, p: Planned, would_be: Obj | None, live: dict[ObjectId, Obj]) -> Action:
