@@ -199,10 +199,34 @@ def _json_depth(value: Any, limit: int) -> int:
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE = "tag:yaml.org,2002:merge"
+_STR, _MAP, _SEQ = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq"))
 
 
 class _Loader(_Base):  # type: ignore[misc]
-    """libyaml's parser with SafeLoader's constructors, narrowed to JSON values."""
+    """libyaml's parser with SafeLoader's constructors, narrowed to JSON values.
+
+    libyaml calls back into Python to resolve every scalar's tag and around every node for
+    path resolvers. This loader has no path resolvers, so those callbacks return at once, and
+    a plain scalar's tag depends on its text alone: short texts (keys, most values) are
+    resolved once per process."""
+
+    def resolve(self, kind: Any, value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is not ScalarNode:
+            return _MAP if kind is MappingNode else _SEQ
+        if not implicit[0]:
+            return _STR
+        tag = _RESOLVED.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(value) <= 64 and len(_RESOLVED) < 16384:
+                _RESOLVED[value] = tag
+        return tag
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         mapping: dict[Any, Any] = super().construct_mapping(node, deep)
@@ -210,6 +234,10 @@ class _Loader(_Base):  # type: ignore[misc]
             return mapping
         # Merged keys come first in the flattened node, so a key written here still wins.
         return {_json_key(key): value for key, value in mapping.items()}
+
+
+_RESOLVED: dict[str, str] = {}
+assert not _Loader.yaml_path_resolvers  # what makes the shortcuts above exact
 
 
 def _json_key(key: Any) -> str:
@@ -361,9 +389,6 @@ def _check_keys(loader: Any, node: MappingNode) -> bool:
             )
         seen[key] = key_node
     return merges
-
-
-_STR, _MAP, _SEQ = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq"))
 
 
 def _build(loader: Any, node: Node) -> Any:
