@@ -27,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,20 @@ PLURALS = {"ConfigMap": "configmaps", "Secret": "secrets", "Service": "services"
            "RoleBinding": "rolebindings"}
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", False)
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", True)
+SERVICES = Resource("", "v1", "Service", "services", True)
 TOOLS = ("lading", "kubectl", "raw")
+# What a round leaves in its namespaces: the objects, lading's inventory Secret and lock Lease.
+CONTENTS = (
+    Resource("", "v1", "ConfigMap", "configmaps", True),
+    Resource("", "v1", "Secret", "secrets", True),
+    SERVICES,
+    Resource("", "v1", "ServiceAccount", "serviceaccounts", True),
+    Resource("apps", "v1", "Deployment", "deployments", True),
+    Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+    Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
+    Resource("", "v1", "Event", "events", True),
+)
 
 
 def generate(count: int, namespace: str) -> list[dict[str, Any]]:
@@ -258,7 +273,34 @@ def run_rtt(args: argparse.Namespace, cases: list[str], rtt: int, tmp: Path,
                 print(f"bench: rtt {rtt} round {round_ + 1} {case:5} {tool:7} {m.wall:6.2f}s "
                       f"cpu {m.cpu:5.2f}s rss {m.rss_mib:4.0f} MiB", file=sys.stderr)
         for ns in spaces.values():
-            client.delete(NAMESPACES, None, ns)
+            remove_namespace(client, ns)
+
+
+def remove_namespace(client: KubeClient, namespace: str) -> None:
+    """Delete a round's namespace and everything in it before the next round starts.
+
+    The bench's control plane runs no kube-controller-manager (its Deployment controller would
+    create ReplicaSets while tools are measured), so nothing would empty a Terminating namespace:
+    every round would leave its objects in etcd and the API server's caches, and later rounds
+    would run against an ever larger store. Do the namespace controller's work here, unmeasured.
+    """
+    client.delete(NAMESPACES, None, namespace)
+    for resource in CONTENTS:
+        if resource.plural == "services":  # no DELETE on the collection: one by one
+            services = client.list(resource, namespace)
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda s: client.delete(SERVICES, namespace, s["metadata"]["name"]),
+                              services))
+        else:
+            client.request("DELETE", resource.collection_path(namespace), answer=False)
+    client.request("PUT", f"/api/v1/namespaces/{namespace}/finalize", body={
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+        "spec": {"finalizers": []}}, answer=False)
+    deadline = time.monotonic() + 60
+    while client.get(NAMESPACES, None, namespace) is not None:
+        if time.monotonic() > deadline:
+            sys.exit(f"bench: namespace {namespace} still there a minute after its deletion")
+        time.sleep(0.2)
 
 
 def drift(client: KubeClient, namespace: str, count: int) -> None:
