@@ -118,3 +118,30 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(
         finally:
             proxy.up()
             client.close()
+
+
+@pytest.mark.cluster
+def test_warmed_connections_are_used_even_with_the_servers_session_tickets_unread(
+    control_plane: ClusterEndpoint, ns: str, tmp_path: Path
+) -> None:
+    """TLS 1.3 servers send session tickets after the handshake: an opened connection that has
+    carried no request yet is readable. It is alive all the same, and must be used."""
+    with FaultProxy(control_plane.server.removeprefix("https://")) as proxy:
+        config = rewrite_server(control_plane.kubeconfig, f"https://{proxy.address}",
+                                tmp_path / "kubeconfig")
+        client = KubeClient(Target(kubeconfig=str(config)), pool_size=4)
+        try:
+            client.wire.warm(4)
+            assert proxy.connections == 4
+            time.sleep(0.3)  # the tickets have arrived
+            assert sum(c.dropped() for c in client.wire._idle) == 0
+            threads = [threading.Thread(target=client.list, args=(CONFIGMAPS, ns))
+                       for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            client.wire.warm(4)  # a pool already that full opens nothing
+            assert proxy.connections == 4
+        finally:
+            client.close()

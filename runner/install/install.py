@@ -14,9 +14,11 @@ engine's ChangeSet into the result document.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from plans.install import Adoption, InstallPlan, InstallResult, Refusal, TargetSpec
@@ -167,28 +169,73 @@ def install(
 ) -> InstallResult:
     """Run an install plan. Raises InstallFailed (with the result) when it fails."""
     t0 = time.monotonic()
-    progress(f"fetching {plan.artifact.ref}")
-    fetched = fetch(plan.artifact, progress, plan.verify)
+    own_client = client is None
+    # The cluster is reached while the artifact is read: the connections are open and the
+    # namespace is known by the time the objects are. Its errors are raised after the
+    # artifact's, in the order they always came.
+    early = _in_background(lambda: _reach(plan, client))
+    try:
+        progress(f"fetching {plan.artifact.ref}")
+        fetched = fetch(plan.artifact, progress, plan.verify)
+    except BaseException:
+        if own_client:
+            early.add_done_callback(_close_reached)
+        raise
     fetch_seconds = time.monotonic() - t0
     progress(
         f"verified {fetched.ref.pinned()}: {len(fetched.located)} objects "
         f"({fetched.content.format} format)"
     )
-    own_client = client is None
-    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
+    reached = early.result()
     try:
         run = Run(
             plan,
             fetched,
-            plan.namespace or client.default_namespace,
+            reached.namespace,
             plan.inventory or fetched.default_inventory,
             progress,
         )
         run.durations["fetch"] = round(fetch_seconds, 3)
-        return apply_artifact(client, run)
+        return apply_artifact(reached.client, run, lock_early=True)
     finally:
         if own_client:
-            client.close()
+            reached.client.close()
+
+
+# Enough for what comes before the writes: discovery, the namespace, the lease and the LISTs.
+WARM_CONNECTIONS = 8
+
+
+@dataclass
+class _Reached:
+    client: KubeClient
+    namespace: str
+
+
+def _reach(plan: InstallPlan, client: KubeClient | None) -> _Reached:
+    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
+    client.wire.warm(min(WARM_CONNECTIONS, plan.concurrency))
+    return _Reached(client, plan.namespace or client.default_namespace)
+
+
+def _in_background(work: Callable[[], _Reached]) -> Future[_Reached]:
+    """`work` on a daemon thread: an install that fails before it needs the cluster does not
+    wait for an unreachable server's time-out."""
+    future: Future[_Reached] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as e:  # handed to whoever asks for the result
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="lading-reach", daemon=True).start()
+    return future
+
+
+def _close_reached(future: Future[_Reached]) -> None:
+    if future.exception() is None:
+        future.result().client.close()
 
 
 def _check_inventory_name(name: str) -> None:
@@ -199,7 +246,10 @@ def _check_inventory_name(name: str) -> None:
         )
 
 
-def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> InstallResult:
+def apply_artifact(client: KubeClient, run: Run, operation: str = "install",
+                   lock_early: bool = False) -> InstallResult:
+    """Install the fetched artifact of `run`. `lock_early`: ask for the lease while the
+    namespaces are looked up (one round trip less when the namespace exists)."""
     plan, progress = run.plan, run.progress
     engine = engine_for(client, plan, progress)
     _check_inventory_name(run.inventory)
@@ -210,22 +260,35 @@ def apply_artifact(client: KubeClient, run: Run, operation: str = "install") -> 
             hint="pass --allow-empty (allow_empty: true) if that is what you want",
         )
 
-    with run.timed("preflight"):
-        existing = namespaces_present(client, run.fetched.located, run.namespace)
-        planned = resolve(run.fetched.located, client, run.namespace, existing,
-                          plan.create_namespace)
-        run.cluster_scoped = [str(o) for o in cluster_scoped(p.oid for p in planned)]
-    if plan.dry_run:
-        return _dry_run_result(run, _preflight(engine, run, planned, existing), operation)
-
     def locked() -> AbstractContextManager[str]:
         return held(client, inv.parent_name(run.inventory), run.namespace, LOCK_TIMEOUT,
                     progress)
 
-    if run.namespace in existing:
-        # The lock first: what preflight reads (live objects, the inventory, what prune would
-        # delete) then stays true until the writes are done, and is read once.
-        with locked():
+    with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
+        # The lease is asked for alongside discovery and the namespace: one try, and anything
+        # but getting it (the namespace does not exist, someone else holds it) leaves the
+        # locking to its usual place below.
+        early_lock = None
+        if lock_early and not plan.dry_run:
+            early_lock = pool.submit(
+                stack.enter_context,
+                held(client, inv.parent_name(run.inventory), run.namespace, 0, silent))
+        try:
+            with run.timed("preflight"):
+                existing = namespaces_present(client, run.fetched.located, run.namespace)
+                planned = resolve(run.fetched.located, client, run.namespace, existing,
+                                  plan.create_namespace)
+                run.cluster_scoped = [str(o) for o in cluster_scoped(p.oid for p in planned)]
+        finally:
+            locked_early = early_lock is not None and early_lock.exception() is None
+        if plan.dry_run:
+            return _dry_run_result(run, _preflight(engine, run, planned, existing), operation)
+
+        if locked_early or run.namespace in existing:
+            # The lock first: what preflight reads (live objects, the inventory, what prune
+            # would delete) then stays true until the writes are done, and is read once.
+            if not locked_early:
+                stack.enter_context(locked())
             checked = _preflight(engine, run, planned, existing)
             _prepare(engine, run, checked)
             return _apply_locked(engine, run, checked, operation, fresh=True)
