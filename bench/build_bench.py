@@ -80,9 +80,13 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def bench(name: str, directory: Path, registry: str, rounds: int, env: dict[str, str]) -> None:
     kustomize = str(tools.find(tools.KUSTOMIZE))
-    plain = [timed([kustomize, "build", str(directory)], env)[0] for _ in range(rounds)]
-    lading, digests, durations = [], set(), []
+    plain: list[float] = []
+    lading: list[float] = []
+    digests, durations = set(), []
+    # Alternated, so a machine that slows down or speeds up part way through (another job,
+    # a warmer page cache) weighs on both columns alike.
     for _ in range(rounds):
+        plain.append(timed([kustomize, "build", str(directory)], env)[0])
         to = f"{registry}/bench-{uuid.uuid4().hex[:8]}/{name}:v1"
         seconds, out = timed([LADING, "build", "--kustomize", str(directory), "--to", to,
                               "-o", "json", "-q"], env)
@@ -98,7 +102,9 @@ def bench(name: str, directory: Path, registry: str, rounds: int, env: dict[str,
         each = ", ".join(f"{s:.3f}" for s in times)
         print(f"  {label:<22}  median {statistics.median(times):6.3f}s  ({each})")
     print(f"  lading stages (median)  {inner}")
-    print(f"  ratio lading/kustomize  {med_l / med_k:.2f}x")
+    paired = statistics.median(lad / kus for lad, kus in zip(lading, plain, strict=True))
+    print(f"  ratio lading/kustomize  {med_l / med_k:.2f}x  (median of each round's: "
+          f"{paired:.2f}x)")
     print(f"  digests over {rounds} runs: {', '.join(sorted(digests))}"
           + ("  (identical)" if len(digests) == 1 else "  (DIFFERENT)"))
 
