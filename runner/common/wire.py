@@ -20,6 +20,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -128,6 +129,7 @@ class Wire:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.round_trip: float | None = None  # the quickest TCP connect yet: about one RTT
 
     def close(self) -> None:
         with self._lock:
@@ -228,12 +230,15 @@ class Wire:
 
     def _connect(self) -> _Connection:
         address = self._proxy[0] if self._proxy else self._address
+        started = time.monotonic()
         try:
             sock = socket.create_connection(address, timeout=self.timeout)
         except TimeoutError:
             raise WireError("connect", f"no connection within {self.timeout:g}s") from None
         except OSError as e:
             raise WireError("connect", e.strerror or type(e).__name__) from None
+        took = time.monotonic() - started
+        self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._proxy:
             self._tunnel(sock, self._proxy[1])

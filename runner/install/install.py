@@ -187,6 +187,7 @@ def install(
         f"({fetched.content.format} format)"
     )
     reached = early.result()
+    _open_the_window(reached.client, plan, len(fetched.located))
     try:
         run = Run(
             plan,
@@ -216,6 +217,18 @@ def _reach(plan: InstallPlan, client: KubeClient | None) -> _Reached:
     client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
     client.wire.warm(min(WARM_CONNECTIONS, plan.concurrency))
     return _Reached(client, plan.namespace or client.default_namespace)
+
+
+# A server this far away (TCP connect time) gets the rest of the window's connections opened
+# during the round trips before the first write, not in front of the first writes.
+FAR_SECONDS = 0.002
+
+
+def _open_the_window(client: KubeClient, plan: InstallPlan, objects: int) -> None:
+    wanted = min(plan.concurrency, objects)
+    if (client.wire.round_trip or 0.0) >= FAR_SECONDS and wanted > WARM_CONNECTIONS:
+        threading.Thread(target=client.wire.warm, args=(wanted,), name="lading-warm",
+                         daemon=True).start()
 
 
 def _in_background(work: Callable[[], _Reached]) -> Future[_Reached]:
