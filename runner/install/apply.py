@@ -101,16 +101,18 @@ def may_recreate(oid: ObjectId, options: ApplyOptions) -> bool:
 
 def apply_one(
     client: KubeClient, planned: Planned, options: ApplyOptions, dry_run: bool = False,
-    answer: bool = True,
+    answer: bool = True, validated: bool = False,
 ) -> Outcome:
     """Apply (or dry-run) one object. With `answer` False a success's result is {}: the
-    caller needs no stored object, so none is decoded."""
+    caller needs no stored object, so none is decoded. `validated`: the same body passed a
+    strict dry-run in this run (KubeClient.apply)."""
     force = options.force_conflicts
 
     def send(force: bool) -> Outcome:
         return Outcome(planned, client.apply(planned.resource, planned.obj,
                                              field_manager=options.field_manager,
-                                             force=force, dry_run=dry_run, answer=answer))
+                                             force=force, dry_run=dry_run, answer=answer,
+                                             validated=validated))
 
     try:
         try:

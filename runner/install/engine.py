@@ -189,6 +189,8 @@ class Engine:
         stage's CRDs and Namespaces; returns an error message, or None when all applied.
         Objects whose prediction says unchanged are not written at all."""
         by_stage: dict[str, list[Planned]] = defaultdict(list)
+        dry_run_passed = {oid for oid, answer in prediction.would_be.items()
+                          if answer is not None and oid not in prediction.fast}
         for p in apply_order(planned):
             by_stage[p.stage].append(p)
         for index, stage in enumerate(STAGES):
@@ -207,7 +209,10 @@ class Engine:
                     todo.append((p, action))
             self.progress(f"stage {stage}: applying {len(todo)} of {len(items)} objects "
                           f"({len(items) - len(todo)} unchanged)")
-            outcomes = parallel([p for p, _ in todo], self._apply_one, self.options.concurrency)
+            # What passed a strict dry-run here is not strictly decoded by the server again.
+            outcomes = parallel([p for p, _ in todo],
+                                lambda p: self._apply_one(p, p.oid in dry_run_passed),
+                                self.options.concurrency)
             for (p, action), outcome in zip(todo, outcomes, strict=True):
                 if outcome.error:
                     changes.record(p.oid, "failed", stage, outcome.error)
@@ -232,10 +237,10 @@ class Engine:
                     f"{named(e.oid)}: {e.error}" for e in failed)
         return None
 
-    def _apply_one(self, p: Planned) -> Outcome:
+    def _apply_one(self, p: Planned, validated: bool) -> Outcome:
         """Apply for real; the stored object the server answers is not kept (nothing reads it,
         and a large install would hold every one of them until its stage ends)."""
-        outcome = apply_one(self.client, p, self.options, answer=False)
+        outcome = apply_one(self.client, p, self.options, answer=False, validated=validated)
         return Outcome(p, None, outcome.error, outcome.status)
 
     def _action(self, p: Planned, would_be: Obj | None, live: dict[ObjectId, Obj]) -> Action:
