@@ -4,7 +4,9 @@ artifact no longer holds as `pruned` (the next install deletes them)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from plans.install import DiffResult, InstallPlan, ObjectDrift
 from runner.common.errors import InputError
@@ -13,7 +15,7 @@ from runner.install import inventory as inv
 from runner.install.apply import ApplyOptions
 from runner.install.engine import Engine
 from runner.install.fetch import fetch
-from runner.install.install import target_from
+from runner.install.install import WARM_CONNECTIONS, target_from
 from runner.install.preflight import member_of
 from runner.install.prune import candidates, members
 from runner.install.resolve import namespaces_present, resolve
@@ -30,6 +32,9 @@ def diff(
     installed last."""
     own_client = client is None
     client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
+    # The handshakes happen while the artifact is read (as for install).
+    threading.Thread(target=client.wire.warm, args=(min(WARM_CONNECTIONS, plan.concurrency),),
+                     name="lading-warm", daemon=True).start()
     try:
         return _diff(client, plan, progress, from_inventory)
     finally:
@@ -60,8 +65,10 @@ def _diff(client: KubeClient, plan: InstallPlan, progress: Callable[[str], None]
     engine = Engine(client, ApplyOptions(field_manager=plan.field_manager,
                                          concurrency=plan.concurrency), progress)
     ready = [p for p in planned if not (p.kind_pending or p.namespace_pending)]
-    reports = engine.drift(planned, engine.live(ready))
-    current = inv.read(client, inventory, namespace)
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(inv.read, client, inventory, namespace)  # alongside the LISTs
+        reports = engine.drift(planned, engine.live(ready))
+        current = reading.result()
     if current.exists:
         keep = {p.oid.identity() for p in planned}
         reports += [ObjectDrift(id=str(m.oid), state="pruned")
