@@ -8,14 +8,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import tarfile
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plans import documents
 from plans.build import BuildPlan
 from plans.common import read_document, validate_document
 from plans.documents import load_json, load_yaml_stream
@@ -72,6 +75,60 @@ def test_any_bytes_are_read_as_yaml_or_refused_with_an_input_error(data: bytes) 
 def test_a_json_value_written_as_yaml_reads_back_unchanged(value: Any) -> None:
     text = yaml.safe_dump(value, allow_unicode=False)
     assert load_yaml_stream(text, "prop.yaml") == [value]
+
+
+# Streams without an anchor, which load_yaml_stream reads in one walk per document.
+tree_text = (
+    st.text(alphabet="*[]{}:,-!|>'\"#%@`?\n\t <=.~0123456789abeknotuy\\", max_size=300)
+    | st.lists(json_values, min_size=1, max_size=4).map(yaml.safe_dump_all)
+    | st.lists(json_values, max_size=3).map(lambda docs: "a: 1\na: 2\n---\n" + yaml.safe_dump(docs))
+).filter(lambda text: "&" not in text)
+
+
+def _outcome(text: str) -> Any:
+    try:
+        return load_yaml_stream(text, "prop.yaml")
+    except InputError as e:
+        return ("refused", str(e), e.hint)
+
+
+def _both_ways(text: str, limits: dict[str, str]) -> tuple[Any, Any]:
+    """What reading `text` gives under `limits`: in one walk per tree, and in two (measured,
+    then built)."""
+    with mock.patch.dict(os.environ, limits):
+        one_walk = _outcome(text)
+        with mock.patch.object(documents, "_tree", side_effect=documents._Irregular):
+            return one_walk, _outcome(text)
+
+
+@SETTINGS
+@given(tree_text, st.sampled_from(["1", "2", "3", "100"]), st.data())
+def test_a_tree_read_in_one_walk_gives_what_measuring_then_building_gives(
+    text: str, depth: str, data: st.DataObject
+) -> None:
+    # Sizes from the text's own (below it, the text itself is refused) to where expansion
+    # (empty values, separators) could no longer reach.
+    size = data.draw(st.integers(max(1, len(text)), 4 * len(text) + 20))
+    one_walk, two_walks = _both_ways(
+        text, {"LADING_MAX_DEPTH": depth, "LADING_MAX_INPUT_BYTES": str(size)}
+    )
+    assert one_walk == two_walks
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[a, bb, {c: d}]",
+        "{a, b, c}",
+        "- \n- x\n-\n  - [y, '']\n",
+        "a: [1, 2.5, ~, true]\n---\n[x, {y: z}]\n---\n",
+        "k: |\n  two\n  lines\n\nn: 0x1f\n",
+    ],
+)
+def test_the_one_walk_counts_the_expanded_size_as_measuring_does(text: str) -> None:
+    for size in range(len(text), 4 * len(text) + 20):
+        one_walk, two_walks = _both_ways(text, {"LADING_MAX_INPUT_BYTES": str(size)})
+        assert one_walk == two_walks, size
 
 
 @SETTINGS
