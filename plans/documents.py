@@ -207,20 +207,12 @@ class _Loader(_Base):  # type: ignore[misc]
 
     libyaml calls back into Python to resolve every scalar's tag and around every node for
     path resolvers. This loader has no path resolvers, so those callbacks return at once, and
-    a plain scalar's tag depends on its text alone: short texts (keys, most values) are
-    resolved once per process."""
+    a plain scalar's tag depends on its text alone (`plain_tag`)."""
 
     def resolve(self, kind: Any, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not ScalarNode:
             return _MAP if kind is MappingNode else _SEQ
-        if not implicit[0]:
-            return _STR
-        tag = _RESOLVED.get(value)
-        if tag is None:
-            tag = super().resolve(kind, value, implicit)
-            if len(value) <= 64 and len(_RESOLVED) < 16384:
-                _RESOLVED[value] = tag
-        return tag
+        return plain_tag(value) if implicit[0] else _STR
 
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
         return None
@@ -236,8 +228,21 @@ class _Loader(_Base):  # type: ignore[misc]
         return {_json_key(key): value for key, value in mapping.items()}
 
 
+_RESOLVER: Any = yaml.resolver.Resolver()
 _RESOLVED: dict[str, str] = {}
 assert not _Loader.yaml_path_resolvers  # what makes the shortcuts above exact
+
+
+def plain_tag(value: str) -> str:
+    """The tag YAML 1.1 gives `value` written plain (unquoted): int for `80`, bool for `yes`,
+    str for `web`. Short texts (keys, most values) are resolved once per process: the reader
+    asks for every plain scalar, and runner.common.objects' writer for every string."""
+    tag = _RESOLVED.get(value)
+    if tag is None:
+        tag = _RESOLVER.resolve(ScalarNode, value, (True, False))
+        if len(value) <= 64 and len(_RESOLVED) < 16384:
+            _RESOLVED[value] = tag
+    return tag
 
 
 def _json_key(key: Any) -> str:
