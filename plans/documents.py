@@ -16,13 +16,12 @@ Values are JSON values, as Kubernetes reads YAML (sigs.k8s.io/yaml converts to J
 unquoted date stays the string it is, `!!binary`, `!!set`, `!!omap`, `!!pairs`, NaN and
 infinities have no JSON form and are refused, and keys are strings (`80:` is `"80"`).
 
-Every limit is an environment variable (see `Limits`), documented in the README's "Limits".
+Every limit is an environment variable (see plans.limits), documented in the README's "Limits".
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,76 +31,21 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from plans.errors import InputError
+from plans.limits import Limits, decode, limits, size_text, too_big
 
-MiB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What lading accepts from outside. Defaults are generous for real manifests and small
-    enough that a hostile input is refused in well under a second."""
-
-    # The largest YAML or JSON text parsed at once (a file, a tool's output, a layer member),
-    # and the largest size a YAML stream may expand to through its aliases.
-    input_bytes: int = 64 * MiB
-    # Nesting of mappings and sequences. Deep CRD schemas reach about 40.
-    depth: int = 100
-    # Alias references per YAML stream; kustomize and helm output never has any.
-    aliases: int = 100
-    # Documents per YAML stream.
-    documents: int = 10_000
-    # One object as JSON: etcd's default request limit, which the API server enforces too.
-    object_bytes: int = 3 * MiB // 2
-    # Everything an artifact's layers unpack to, together.
-    unpacked_bytes: int = 64 * MiB
-
-
-# Environment variable, field, upper bound. Depth stays well inside Python's recursion limit
-# (normalising and JSON-encoding an object recurse once per level); libyaml stops at 1,000.
-_ENV = (
-    ("LADING_MAX_INPUT_BYTES", "input_bytes", 1 << 40),
-    ("LADING_MAX_DEPTH", "depth", 500),
-    ("LADING_MAX_ALIASES", "aliases", 1_000_000),
-    ("LADING_MAX_DOCUMENTS", "documents", 10_000_000),
-    ("LADING_MAX_OBJECT_BYTES", "object_bytes", 1 << 40),
-    ("LADING_MAX_UNPACKED_BYTES", "unpacked_bytes", 1 << 40),
-)
-
-
-def limits() -> Limits:
-    """The limits in force: the defaults, overridden by LADING_MAX_* variables."""
-    values: dict[str, int] = {}
-    for variable, field, ceiling in _ENV:
-        raw = os.environ.get(variable)
-        if raw is None or not raw.strip():
-            continue
-        try:
-            value = int(raw.strip().replace("_", ""))
-        except ValueError:
-            value = 0
-        if not 1 <= value <= ceiling:
-            raise InputError(f"{variable}={raw!r}: expected a whole number from 1 to {ceiling}")
-        values[field] = value
-    return Limits(**values)
-
-
-def size_text(n: int) -> str:
-    """A byte count for messages: `1.5 MiB`, `512 bytes`."""
-    if n < 1024:
-        return f"{n} bytes"
-    if n < MiB:
-        return f"{n / 1024:.1f} KiB"
-    if n < 1024 * MiB:
-        return f"{n / MiB:.1f} MiB"
-    return f"{n / (1024 * MiB):.1f} GiB"
-
-
-def _too_big(what: str, size: int, cap: int, variable: str) -> InputError:
-    return InputError(
-        f"{what} is {size_text(size)}, more than the {size_text(cap)} lading reads",
-        hint=f"raise {variable} if this input is genuine",
-    )
-
+# Re-exported: what lading accepts is part of reading documents for the rest of lading.
+__all__ = [
+    "Limits",
+    "decode",
+    "limits",
+    "load_json",
+    "load_yaml",
+    "load_yaml_stream",
+    "plain_tag",
+    "read_stdin",
+    "read_text",
+    "size_text",
+]
 
 # -- reading files -----------------------------------------------------------------------------
 
@@ -115,7 +59,7 @@ def read_text(path: Path, what: str, max_bytes: int | None = None) -> str:
     except OSError as e:
         raise InputError(f"cannot read {what}: {e.strerror or e}") from None
     if len(data) > cap:
-        raise _too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
+        raise too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
     return decode(data, what)
 
 
@@ -128,15 +72,8 @@ def read_stdin(what: str = "plan <stdin>", max_bytes: int | None = None) -> str:
     raw = getattr(sys.stdin, "buffer", None)  # a text-only stream (tests) has none
     data = raw.read(cap + 1) if raw is not None else sys.stdin.read(cap + 1).encode()
     if len(data) > cap:
-        raise _too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
+        raise too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
     return decode(data, what)
-
-
-def decode(data: bytes, what: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{what} is not UTF-8 text (byte {e.start} is not valid UTF-8)") from None
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -163,7 +100,7 @@ def load_json(data: bytes | str, what: str, max_bytes: int | None = None) -> Any
     bounds = limits()
     cap = max_bytes or bounds.input_bytes
     if len(data) > cap:
-        raise _too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
+        raise too_big(what, len(data), cap, "LADING_MAX_INPUT_BYTES")
     text = decode(data, what) if isinstance(data, bytes) else data
     try:
         document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
@@ -480,7 +417,7 @@ def load_yaml_stream(text: str | bytes, where: str) -> list[Any]:
     column."""
     bounds = limits()
     if len(text) > bounds.input_bytes:
-        raise _too_big(where, len(text), bounds.input_bytes, "LADING_MAX_INPUT_BYTES")
+        raise too_big(where, len(text), bounds.input_bytes, "LADING_MAX_INPUT_BYTES")
     if isinstance(text, bytes):
         text = decode(text, where)
     documents: list[Any] = []
