@@ -10,7 +10,7 @@ import click
 import pytest
 
 from plans.install import DiffResult, ObjectDrift
-from runner.cli import COMMANDS, cli
+from runner.commands import COMMANDS, cli
 from runner.common.output import Progress, colour_diff, emit, strip_ansi
 from tests.clirun import lading
 
