@@ -78,3 +78,41 @@ def test_the_dumpers_shortcuts_write_the_bytes_pyyamls_own_resolver_does(
     obj = objects.normalise({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}, **fields})
     assert objects._dump_with(obj, objects._FastDumper) == objects._dump_with(obj, _ReferenceC)
     assert objects._dump_with(obj, objects._CanonicalDumper) == objects._dump_with(obj, _Reference)
+
+
+# Words from the characters YAML gives meaning to, and the texts YAML reads as other types.
+words = st.text(alphabet="ab01_./:=+@ -#'\"!&*|>%?,[]{}~\t\n\\é", max_size=6) | st.sampled_from(
+    ["80", "1:30", "yes", "Null", "=", "<<", "2001-12-14", "1.5", "0x1f", ".inf", "-", "a: b",
+     "a:", "x" * 200, "k" * 129, "---x", "...x", "@x", "a #b"]
+)
+plain_values = st.recursive(
+    words | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(words, children, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(words, plain_values, min_size=1, max_size=4))
+def test_a_document_written_directly_is_the_bytes_both_emitters_write(obj: dict[str, Any]) -> None:
+    try:
+        text = objects._plain_dump(obj)
+    except objects._NotPlain:
+        return
+    assert text == objects._dump_with(obj, objects._FastDumper)
+    assert text == objects._dump_with(obj, objects._CanonicalDumper)
+
+
+def test_manifest_like_documents_are_written_directly() -> None:
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web", "tier": ""}},
+        "spec": {"replicas": 2, "paused": False, "template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.example/app:1.0.0", "args": ["--port", "80"],
+             "env": [{"name": "A", "value": "x y"}], "resources": {}, "ports": []},
+        ]}}},
+    }
+    text = objects._plain_dump(deployment)
+    assert "image: registry.example/app:1.0.0\n" in text
+    assert "- '80'\n" in text
+    assert text == objects._dump_with(deployment, objects._FastDumper)

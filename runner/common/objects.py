@@ -368,7 +368,98 @@ def _node(value: Any, dumper: Any) -> yaml.Node:
     return node
 
 
+class _NotPlain(Exception):
+    """A document `_plain_dump` leaves to the emitters."""
+
+
+# What both emitters write unquoted in block style when the text resolves to a string: no
+# indicator first (? : , [ ] { } # & * ! | > ' " % @ `, a dash before a space or the end,
+# the --- and ... of document markers), only printable ASCII without # or quotes, no ": ",
+# no space or colon at the end.
+_PLAIN = re.compile(r"(?!---|-(?: |$))[A-Za-z0-9_/-][A-Za-z0-9_./:=+@ -]*").fullmatch
+
+
+def _plain_scalar(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        if not value:
+            return "''"
+        if len(value) > 1024 or not _PLAIN(value) or value[-1] in ": " or ": " in value:
+            raise _NotPlain
+        # A string YAML would read as something else (`80`, `yes`, `null`) gets single quotes;
+        # these texts hold none to double.
+        return value if plain_tag(value) == _STR else f"'{value}'"
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    raise _NotPlain  # floats have several spellings: the representer's is the canonical one
+
+
+def _plain_mapping(mapping: Obj, lead: str, indent: str, out: list[str]) -> None:
+    for key, value in mapping.items():
+        # A key longer than 128 characters is written as an explicit `? key`, and PyYAML's
+        # emitter writes the empty key so too.
+        if type(key) is not str or not key or len(key) > 128:
+            raise _NotPlain
+        out += (lead, _plain_scalar(key))
+        lead = indent
+        kind = type(value)
+        if kind is dict:
+            if not value:
+                out.append(": {}\n")
+                continue
+            out.append(":\n")
+            _plain_mapping(value, indent + "  ", indent + "  ", out)
+        elif kind is list:
+            if not value:
+                out.append(": []\n")
+                continue
+            out.append(":\n")
+            _plain_items(value, indent, indent, out)  # a sequence in a mapping is not indented
+        else:
+            out += (": ", _plain_scalar(value), "\n")
+
+
+def _plain_items(items: list[Any], lead: str, indent: str, out: list[str]) -> None:
+    inner = indent + "  "
+    for item in items:
+        out += (lead, "- ")
+        lead = indent
+        kind = type(item)
+        if kind is dict:
+            if item:
+                _plain_mapping(item, "", inner, out)  # its first key follows the dash
+            else:
+                out.append("{}\n")
+        elif kind is list:
+            if item:
+                _plain_items(item, "", inner, out)
+            else:
+                out.append("[]\n")
+        else:
+            out += (_plain_scalar(item), "\n")
+
+
+def _plain_dump(obj: Obj) -> str:
+    """What both emitters write for a document whose strings are plain words (names, labels,
+    image references, most values) and whose numbers are integers: most manifests. Written
+    here in a quarter of libyaml's time; any other document raises _NotPlain. A property test
+    holds this to both emitters' bytes."""
+    if not obj:
+        raise _NotPlain
+    out: list[str] = []
+    _plain_mapping(obj, "", "", out)
+    return "".join(out)
+
+
 def _dump(obj: Obj) -> str:
+    try:
+        return _plain_dump(obj)
+    except _NotPlain:
+        pass
     text = _dump_with(obj, _FastDumper)
     # An escape in libyaml's output is the only place the emitters can differ; most documents
     # have no backslash at all, and only those that do are looked at closely.
