@@ -116,3 +116,10 @@ def test_manifest_like_documents_are_written_directly() -> None:
     assert "image: registry.example/app:1.0.0\n" in text
     assert "- '80'\n" in text
     assert text == objects._dump_with(deployment, objects._FastDumper)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(words, plain_values, min_size=1, max_size=5), max_size=3))
+def test_the_canonical_stream_is_the_stream_of_the_normalised_objects(objs: list[Any]) -> None:
+    normalised = [objects.normalise(obj) for obj in objs]
+    assert objects.canonical_stream(objs) == objects.dump_stream(normalised)

@@ -35,9 +35,8 @@ from runner.common.digest import sha256_digest
 from runner.common.errors import InputError, OperationFailed
 from runner.common.objects import (
     canonical_order,
+    canonical_stream,
     check_objects,
-    dump_stream,
-    normalise,
     object_id,
     parse_stream,
 )
@@ -93,8 +92,8 @@ def canonical_yaml(text: str, source: str) -> tuple[str, list[str]]:
             (obj, f"{source} (object {i})")
             for i, obj in enumerate(parse_stream(text, source), start=1)
         ]
-        objects = canonical_order(normalise(o) for o in check_objects(located))
-        return dump_stream(objects), [str(object_id(o)) for o in objects]
+        objects = canonical_order(check_objects(located))
+        return canonical_stream(objects), [str(object_id(o)) for o in objects]
 
 
 @contextmanager

@@ -398,8 +398,11 @@ def _plain_scalar(value: Any) -> str:
     raise _NotPlain  # floats have several spellings: the representer's is the canonical one
 
 
-def _plain_mapping(mapping: Obj, lead: str, indent: str, out: list[str]) -> None:
-    for key, value in mapping.items():
+def _plain_mapping(
+    mapping: Obj, keys: Iterable[str], lead: str, indent: str, out: list[str], sort: bool
+) -> None:
+    for key in keys:
+        value = mapping[key]
         # A key longer than 128 characters is written as an explicit `? key`, and PyYAML's
         # emitter writes the empty key so too.
         if type(key) is not str or not key or len(key) > 128:
@@ -412,18 +415,19 @@ def _plain_mapping(mapping: Obj, lead: str, indent: str, out: list[str]) -> None
                 out.append(": {}\n")
                 continue
             out.append(":\n")
-            _plain_mapping(value, indent + "  ", indent + "  ", out)
+            keys = sorted(value) if sort else value
+            _plain_mapping(value, keys, indent + "  ", indent + "  ", out, sort)
         elif kind is list:
             if not value:
                 out.append(": []\n")
                 continue
             out.append(":\n")
-            _plain_items(value, indent, indent, out)  # a sequence in a mapping is not indented
+            _plain_items(value, indent, indent, out, sort)  # in a mapping: not indented
         else:
             out += (": ", _plain_scalar(value), "\n")
 
 
-def _plain_items(items: list[Any], lead: str, indent: str, out: list[str]) -> None:
+def _plain_items(items: list[Any], lead: str, indent: str, out: list[str], sort: bool) -> None:
     inner = indent + "  "
     for item in items:
         out += (lead, "- ")
@@ -431,35 +435,45 @@ def _plain_items(items: list[Any], lead: str, indent: str, out: list[str]) -> No
         kind = type(item)
         if kind is dict:
             if item:
-                _plain_mapping(item, "", inner, out)  # its first key follows the dash
+                # Its first key follows the dash.
+                _plain_mapping(item, sorted(item) if sort else item, "", inner, out, sort)
             else:
                 out.append("{}\n")
         elif kind is list:
             if item:
-                _plain_items(item, "", inner, out)
+                _plain_items(item, "", inner, out, sort)
             else:
                 out.append("[]\n")
         else:
             out += (_plain_scalar(item), "\n")
 
 
-def _plain_dump(obj: Obj) -> str:
+def _plain_dump(obj: Obj, *, normalising: bool = False) -> str:
     """What both emitters write for a document whose strings are plain words (names, labels,
     image references, most values) and whose numbers are integers: most manifests. Written
     here in a quarter of libyaml's time; any other document raises _NotPlain. A property test
-    holds this to both emitters' bytes."""
+    holds this to both emitters' bytes. `normalising` writes `normalise(obj)` without making
+    it: keys in normalise's order."""
     if not obj:
         raise _NotPlain
     out: list[str] = []
-    _plain_mapping(obj, "", "", out)
+    keys = _normalised_keys(obj) if normalising else obj
+    _plain_mapping(obj, keys, "", "", out, normalising)
     return "".join(out)
+
+
+def _normalised_keys(obj: Obj) -> list[str]:
+    return [k for k in _TOP_KEYS if k in obj] + sorted(k for k in obj if k not in _TOP_KEYS)
 
 
 def _dump(obj: Obj) -> str:
     try:
         return _plain_dump(obj)
     except _NotPlain:
-        pass
+        return _emitted(obj)
+
+
+def _emitted(obj: Obj) -> str:
     text = _dump_with(obj, _FastDumper)
     # An escape in libyaml's output is the only place the emitters can differ; most documents
     # have no backslash at all, and only those that do are looked at closely.
@@ -474,5 +488,20 @@ def _dump(obj: Obj) -> str:
 
 def dump_stream(objects: Iterable[Obj]) -> str:
     """The canonical multi-document YAML stream of already-normalised, ordered objects."""
-    docs = [_dump(obj) for obj in objects]
+    return _stream([_dump(obj) for obj in objects])
+
+
+def canonical_stream(objects: Iterable[Obj]) -> str:
+    """dump_stream of the normalised objects (ordered already), without making the normalised
+    copies of the documents written directly."""
+    docs: list[str] = []
+    for obj in objects:
+        try:
+            docs.append(_plain_dump(obj, normalising=True))
+        except _NotPlain:
+            docs.append(_emitted(normalise(obj)))
+    return _stream(docs)
+
+
+def _stream(docs: list[str]) -> str:
     return "---\n" + "---\n".join(docs) if docs else ""
