@@ -116,6 +116,39 @@ def test_what_runs_before_kustomize_starts_loads_neither_click_nor_yaml_nor_pyda
     assert ran.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("to", ["oci-layout:{tmp}/out:v1", "{tmp}/out.tar"])
+def test_a_build_run_as_a_program_prints_its_result_and_leaves_no_temporary_files(
+    tmp_path: Path, kustomize_bin: Path, to: str
+) -> None:
+    # The process ends without the interpreter's teardown (runner.cli._exit_now).
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "LADING_KUSTOMIZE": str(kustomize_bin)}
+    ran = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "build", "--kustomize",
+         str(EXAMPLES / "overlays" / "prod"), "--to", to.format(tmp=tmp_path), "-o", "json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["objects"] == 14
+    assert list(scratch.iterdir()) == []
+
+
+def test_ending_without_teardown_runs_the_exit_handlers_and_flushes_first(tmp_path: Path) -> None:
+    probe = (
+        "import atexit, pathlib, sys\n"
+        "from runner.cli import _exit_now\n"
+        "atexit.register(lambda: pathlib.Path(sys.argv[1]).write_text('ran'))\n"
+        "print('unflushed', end='')\n"
+        "_exit_now(SystemExit(3))\n"
+    )
+    marker = tmp_path / "marker"
+    ran = subprocess.run([sys.executable, "-c", probe, str(marker)], capture_output=True,
+                         text=True, timeout=60)
+    assert (ran.returncode, ran.stdout) == (3, "unflushed")
+    assert marker.read_text() == "ran"
+
+
 @pytest.mark.parametrize(
     ("args", "path"),
     [
