@@ -28,9 +28,13 @@ def check_destinations(refs: Iterable[ArtifactRef]) -> None:
 
 def load_clients(destinations: Iterable[ArtifactRef]) -> None:
     """Import the registry client (requests, oras: a tenth of a second) ahead of the push, so
-    it loads while a kustomize started early (runner.build.early) still runs."""
+    it loads while a kustomize started early (runner.build.early) still runs. So do the
+    layout stores (open_store imports them for any destination) and netrc, which requests
+    imports at its first request to look for credentials."""
+    importlib.import_module("runner.common.layout")
     if any(ref.kind == "registry" for ref in destinations):
         importlib.import_module("runner.common.registry")
+        importlib.import_module("netrc")
 
 
 def push(
