@@ -181,11 +181,17 @@ def check_objects(located: Iterable[tuple[Obj, str]]) -> list[Obj]:
     return objects
 
 
+# What json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False) uses, made
+# once: json.dumps makes a new encoder per call for any argument but the object (a quarter of
+# the time of a manifest's encoding).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _size_problem(obj: Obj, max_bytes: int) -> str | None:
     """Why the API server would refuse `obj` for its size (etcd stores at most 1.5 MiB per
     request; a bigger body makes the server drop the connection mid-install), or None."""
     try:
-        encoded = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        encoded = _COMPACT_JSON.encode(obj)
     except (TypeError, ValueError) as e:
         return f"cannot be encoded as JSON: {e}"
     # Characters first: bytes are only counted when they could matter.
