@@ -423,8 +423,9 @@ def load_yaml_stream(text: str | bytes, where: str) -> list[Any]:
     documents: list[Any] = []
     used = _Budget()
     # An alias names an anchor defined before it in its document, and an anchor is written
-    # `&name`: with no `&` in the text, every document is a tree (kustomize's and helm's
-    # output always is), and `_tree` checks and builds it in one walk, in half the time.
+    # `&name`: with no `&` in the text, every document is a tree, and `_tree` checks and
+    # builds it in one walk, in a third of the time of two. kustomize and helm never write
+    # anchors; a `&` inside a string (`a && b`) only sends its stream the general way.
     trees = "&" not in text
     loader = _Loader(text)
     try:
