@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from plans.build import SourceMetadata
+from runner.build import source as source_module
 from runner.build.inventory import default_inventory
 from runner.build.package import CONTENT_FILE, ArtifactMeta, package
 from runner.build.source import detect, redact_url
@@ -372,6 +373,21 @@ def test_git_source_detection_redacts_credentials_and_uses_the_commit_time(git_r
     assert facts.revision == _git(git_repo, "rev-parse", "HEAD")
     assert facts.path == "deploy/prod"
     assert facts.created == "2023-11-14T22:13:20Z"  # COMMIT_EPOCH
+
+
+def test_git_facts_are_the_same_whether_the_commands_start_together_or_one_after_another(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = git_repo / "deploy" / "prod"
+    (source / "kustomization.yaml").write_text("resources: []\n# edited\n")
+    together = detect(source, SourceMetadata())
+    # A work tree git finds that the .git lookup does not see: the rest are asked after.
+    monkeypatch.setattr(source_module, "_in_a_repository", lambda where: False)
+    assert detect(source, SourceMetadata()) == together
+    assert together.dirty
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert detect(outside, SourceMetadata()).revision is None
 
 
 def test_uncommitted_changes_under_the_source_mark_the_build_dirty(git_repo: Path) -> None:

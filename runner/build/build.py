@@ -29,7 +29,7 @@ from runner.build.package import ArtifactMeta, Package, package
 from runner.build.push import check_destinations, load_clients, push
 from runner.build.render import Rendered, render_inline, render_kustomize
 from runner.build.reproducible import changed_objects
-from runner.build.source import SourceFacts, detect, redact_url
+from runner.build.source import SourceFacts, detecting, redact_url
 from runner.common.artifact import read_content
 from runner.common.digest import sha256_digest
 from runner.common.errors import InputError, OperationFailed
@@ -153,14 +153,17 @@ class _Packed:
 
 def _render_and_package(plan: BuildPlan, base: Path, inventory: str) -> _Packed:
     rendered = render(plan, base)
-    stream, ids = canonical_yaml(rendered.yaml, "rendered output")
-    if not ids:
-        raise InputError(
-            "the source rendered no objects",
-            hint="an empty artifact would prune "
-            "everything it installed before; add manifests to the source",
-        )
-    facts = detect(rendered.where, plan.metadata)
+    # git answers (15-40 ms in a repository) while the objects are made canonical; its facts
+    # are read once they are, so errors come in the order they always did.
+    with detecting(rendered.where, plan.metadata) as facts_of_source:
+        stream, ids = canonical_yaml(rendered.yaml, "rendered output")
+        if not ids:
+            raise InputError(
+                "the source rendered no objects",
+                hint="an empty artifact would prune "
+                "everything it installed before; add manifests to the source",
+            )
+        facts = facts_of_source()
     meta = ArtifactMeta(
         # Named like the inventory, not the destination: one build, one digest, wherever it goes.
         title=Path(facts.path).name if facts.path else inventory,

@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +26,39 @@ class SourceFacts:
     dirty: bool = False  # uncommitted changes under the source: the revision is not the build
 
 
+_GIT_TIMEOUT = 10
+
+
+class _Git:
+    """A git command started now; `output()` waits for its answer (None when it failed)."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        try:
+            self._proc: subprocess.Popen[str] | None = subprocess.Popen(
+                ["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except OSError:
+            self._proc = None
+
+    def output(self) -> str | None:
+        if self._proc is None:
+            return None
+        try:
+            out, _ = self._proc.communicate(timeout=_GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return None
+        return out.strip() if self._proc.returncode == 0 else None
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
+
+
 def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    return _Git(args, cwd).output()
 
 
 # Query parameters that carry a credential: tokens (GitLab's private_token, OAuth's
@@ -89,16 +118,63 @@ def source_date_epoch() -> int | None:
 def detect(where: Path | None, overrides: SourceMetadata) -> SourceFacts:
     """Source facts for a build. `created` is SOURCE_DATE_EPOCH, else the commit time of the
     revision, else 1970-01-01: never the wall clock, so the same inputs give the same digest."""
-    url, revision, path, commit_time, dirty = None, None, None, None, False
+    with detecting(where, overrides) as facts:
+        return facts()
+
+
+# What detect asks git once it knows the directory is in a work tree.
+_FACTS = (
+    ["rev-parse", "HEAD"],
+    ["status", "--porcelain", "--", "."],
+    ["remote", "get-url", "origin"],
+)
+
+
+@contextmanager
+def detecting(where: Path | None, overrides: SourceMetadata) -> Iterator[Callable[[], SourceFacts]]:
+    """`detect`, with its git commands started on entry: the caller does other work
+    (canonicalising the objects) while they run, then calls what this yields for the facts.
+    Commands still running at exit are stopped."""
+    started: list[_Git] = []
     if where is not None:
-        top = _git(["rev-parse", "--show-toplevel"], where)
-        if top:
-            revision = _git(["rev-parse", "HEAD"], where)
-            dirty = bool(_git(["status", "--porcelain", "--", "."], where))
-            remote = _git(["remote", "get-url", "origin"], where)
-            url = redact_url(remote) if remote else None
-            rel = where.resolve().relative_to(Path(top).resolve()).as_posix()
-            path = rel if rel != "." else ""
+        started.append(_Git(["rev-parse", "--show-toplevel"], where))
+        # Outside a repository only that first command runs, as it always did; inside one
+        # the rest start beside it instead of after it.
+        if _in_a_repository(where):
+            started += [_Git(args, where) for args in _FACTS]
+
+    def facts() -> SourceFacts:
+        answers = [git.output() for git in started]
+        if where is not None and len(answers) == 1 and answers[0]:
+            answers += [_git(args, where) for args in _FACTS]  # a work tree not seen from here
+        return _facts(where, overrides, answers)
+
+    try:
+        yield facts
+    finally:
+        for git in started:
+            git.stop()
+
+
+def _in_a_repository(where: Path) -> bool:
+    """Whether git may find a repository from `where`: $GIT_DIR, or a .git on the way up."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    here = where.resolve()
+    return any((directory / ".git").exists() for directory in (here, *here.parents))
+
+
+def _facts(
+    where: Path | None, overrides: SourceMetadata, answers: list[str | None]
+) -> SourceFacts:
+    url, revision, path, commit_time, dirty = None, None, None, None, False
+    top = answers[0] if answers else None
+    if where is not None and top:
+        revision, status, remote = answers[1:]
+        dirty = bool(status)
+        url = redact_url(remote) if remote else None
+        rel = where.resolve().relative_to(Path(top).resolve()).as_posix()
+        path = rel if rel != "." else ""
     if overrides.url is not None:
         url = redact_url(overrides.url)
     if overrides.path is not None:
