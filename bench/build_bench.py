@@ -4,8 +4,9 @@ plain `kustomize build` of the same directories, and whether two runs give the s
     .venv/bin/python bench/build_bench.py [--objects 1000] [--rounds 3]
 
 Starts a local docker-registry (as `lading dev up` does) unless LADING_BENCH_REGISTRY names
-one (host:port, plain HTTP). Both tools run as subprocesses; each round pushes to a fresh
-repository, so every blob is really uploaded. Run on demand; never part of the test suite.
+one (host:port, plain HTTP). Both tools run as subprocesses, one after the other in each
+round; each round pushes to a fresh repository, so every blob is really uploaded. Run on
+demand; never part of the test suite.
 """
 
 from __future__ import annotations
