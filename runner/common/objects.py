@@ -388,13 +388,15 @@ _PLAIN = re.compile(r"(?!---|-(?: |$))[A-Za-z0-9_/-][A-Za-z0-9_./:=+@ -]*").full
 def _plain_scalar(value: Any) -> str:
     kind = type(value)
     if kind is str:
-        if not value:
-            return "''"
-        if len(value) > 1024 or not _PLAIN(value) or value[-1] in ": " or ": " in value:
+        # Keys and most values recur from object to object: each text is judged once.
+        text = _PLAIN_TEXT.get(value)
+        if text is None:
+            text = _plain_text(value)
+            if len(value) <= 64 and len(_PLAIN_TEXT) < 16384:
+                _PLAIN_TEXT[value] = text
+        if not text:
             raise _NotPlain
-        # A string YAML would read as something else (`80`, `yes`, `null`) gets single quotes;
-        # these texts hold none to double.
-        return value if plain_tag(value) == _STR else f"'{value}'"
+        return text
     if kind is int:
         return str(value)
     if kind is bool:
@@ -402,6 +404,20 @@ def _plain_scalar(value: Any) -> str:
     if value is None:
         return "null"
     raise _NotPlain  # floats have several spellings: the representer's is the canonical one
+
+
+def _plain_text(value: str) -> str:
+    """How `value` is written, or "" when not plain."""
+    if not value:
+        return "''"
+    if len(value) > 1024 or not _PLAIN(value) or value[-1] in ": " or ": " in value:
+        return ""
+    # A string YAML would read as something else (`80`, `yes`, `null`) gets single quotes;
+    # these texts hold none to double.
+    return value if plain_tag(value) == _STR else f"'{value}'"
+
+
+_PLAIN_TEXT: dict[str, str] = {}
 
 
 def _plain_mapping(
