@@ -145,3 +145,30 @@ def test_warmed_connections_are_used_even_with_the_servers_session_tickets_unrea
             assert proxy.connections == 4
         finally:
             client.close()
+
+
+@pytest.mark.cluster
+def test_the_window_is_cut_to_64_next_to_the_server_and_kept_for_a_distant_one(
+    control_plane: ClusterEndpoint,
+) -> None:
+    from plans.install import InstallPlan
+    from runner.install.install import _fit_window
+
+    plan = InstallPlan.model_validate({"artifact": {"ref": "oci-layout:x@sha256:" + "0" * 64}})
+    assert plan.concurrency == 128
+    client = KubeClient(Target(kubeconfig=control_plane.kubeconfig), pool_size=128)
+    try:
+        client.wire.warm(1)
+        assert client.wire.round_trip is not None  # measured on every connect
+        client.wire.round_trip = 0.0001  # loopback, unloaded
+        near = _fit_window(client, plan)
+        assert (near.concurrency, client._window.size) == (64, 64)
+        far_client = KubeClient(Target(kubeconfig=control_plane.kubeconfig), pool_size=128)
+        far_client.wire.round_trip = 0.010  # as measured through bench/delayproxy at RTT 10
+        assert _fit_window(far_client, plan).concurrency == 128
+        assert far_client._window.size == 128
+        explicit = plan.model_copy(update={"concurrency": 16})
+        assert _fit_window(client, explicit).concurrency == 16  # a smaller choice is kept
+        far_client.close()
+    finally:
+        client.close()

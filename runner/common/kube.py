@@ -66,6 +66,11 @@ class Window:
         self._successes = 0
         self._changed = threading.Condition()
 
+    def resize(self, size: int) -> None:
+        with self._changed:
+            self.size = max(1, size)
+            self.limit = min(self.limit, self.size)
+
     @contextmanager
     def slot(self) -> Iterator[_Slot]:
         with self._changed:
@@ -181,6 +186,10 @@ class KubeClient:
 
     def close(self) -> None:
         self.wire.close()
+
+    def limit_in_flight(self, size: int) -> None:
+        """Fewer requests in flight from now on than the pool size this client was made with."""
+        self._window.resize(size)
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -146,8 +146,9 @@ def install_options(fn: Any) -> Any:
             help="Recreate this object if an immutable field changes.",
         ),
         click.option("--dry-run", is_flag=True, help="Report what would change; write nothing."),
-        click.option("--concurrency", type=int, default=64, show_default=True,
-                     help="Requests in flight at most (fewer while the server throttles)."),
+        click.option("--concurrency", type=int, default=128, show_default=True,
+                     help="Requests in flight at most: 64 at most to a server less than 2 ms "
+                     "away; fewer while the server throttles."),
     ]
     for option in reversed(options):
         fn = option(fn)
