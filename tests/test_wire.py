@@ -21,6 +21,15 @@ from tests.kubeconfigs import rewrite_server
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", True)
 
 
+def lists_at_once(client: KubeClient, namespace: str, count: int) -> None:
+    threads = [threading.Thread(target=client.list, args=(CONFIGMAPS, namespace))
+               for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def answer(raw: bytes, method: str = "GET") -> tuple[int, dict[str, str], bytes, bool]:
     reader = io.BufferedReader(io.BytesIO(raw))  # type: ignore[arg-type]
     return _read_answer(reader, reader.readline(), method)
@@ -84,12 +93,7 @@ def test_requests_share_kept_alive_connections(
                                           "metadata": {"name": f"c{i}", "namespace": ns}},
                              field_manager="test")
             assert proxy.connections == 1
-            threads = [threading.Thread(target=client.list, args=(CONFIGMAPS, ns))
-                       for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            lists_at_once(client, ns, 8)
             assert proxy.connections <= 1 + 8
             assert len(client.list(CONFIGMAPS, ns)) >= 40
         finally:
@@ -135,12 +139,7 @@ def test_warmed_connections_are_used_even_with_the_servers_session_tickets_unrea
             assert proxy.connections == 4
             time.sleep(0.3)  # the tickets have arrived
             assert sum(c.dropped() for c in client.wire._idle) == 0
-            threads = [threading.Thread(target=client.list, args=(CONFIGMAPS, ns))
-                       for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            lists_at_once(client, ns, 4)
             client.wire.warm(4)  # a pool already that full opens nothing
             assert proxy.connections == 4
         finally:
