@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,22 @@ class Outcome:
     scratch: list[str]  # what it left in its TMPDIR
 
 
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Start children with SIGINT at its default, as a terminal's Ctrl-C finds them. A test run
+    started in the background of a shell without job control (`.ci/run &`) inherits SIGINT
+    ignored, and passes that on: a Python started so raises no KeyboardInterrupt, by design.
+    A handler of this process's own becomes the default in a child at exec."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Lading:
     """`lading` started from a test, its stdout/stderr in files (no pipe to fill up)."""
 
@@ -43,7 +60,7 @@ class Lading:
             "NO_COLOR": "1",
             **(env or {}),
         }
-        with self._out.open("wb") as out, self._err.open("wb") as err:
+        with self._out.open("wb") as out, self._err.open("wb") as err, _interruptible():
             self.proc = subprocess.Popen(
                 [str(LADING), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 env=environment, cwd=workdir,
