@@ -611,3 +611,39 @@ def test_flux_artifact_installs_like_a_lading_one(
 
     assert result.summary["created"] == 2
     assert kube.get(CONFIGMAPS, ns, "from-flux-b")["data"] == {"k": "b"}
+
+
+def test_a_new_object_is_validated_strictly_once_and_written_without_its_answer_sent_whole(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint
+) -> None:
+    # What the engine asks of the server, seen on the real connection: the dry-run of a new
+    # object is strict; the write of the same body is not decoded strictly again; neither
+    # needs the object back, so both ask for its metadata only, which the server sends.
+    ref = publish([config_map("strict-once", ns, {"k": "1"})], layout(tmp_path, "v1"))
+    client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
+    sent: list[tuple[str, str, str, bytes]] = []
+    request = client.wire.request
+
+    def spy(method: str, target: str, headers: dict[str, str],
+            body: bytes | None) -> tuple[int, dict[str, str], bytes]:
+        status, answer_headers, data = request(method, target, headers, body)
+        if method == "PATCH" and "/configmaps/strict-once" in target:
+            sent.append((target, headers["Accept"], answer_headers["content-type"], data))
+        return status, answer_headers, data
+
+    client.wire.request = spy  # type: ignore[method-assign]
+    try:
+        result = install(make_plan(ref, ns, control_plane), client=client)
+    finally:
+        client.close()
+    assert list(actions(result).values()) == ["created"]
+    (dry_run, _, _, _), (write, _, _, _) = sent
+    assert "dryRun=All" in dry_run
+    assert "fieldValidation=Strict" in dry_run
+    assert "dryRun" not in write
+    assert "fieldValidation=Ignore" in write
+    for _, accept, content_type, answer in sent:
+        assert accept.startswith("application/json;as=PartialObjectMetadata;")
+        assert content_type == "application/json"
+        assert json.loads(answer)["kind"] == "PartialObjectMetadata"
+        assert "data" not in json.loads(answer)
