@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner.common.errors import RemoteError
-from runner.common.kube import KubeClient, Resource, Target
+from runner.common.kube import KubeClient, Resource, Target, window_for
 from runner.common.wire import WireError, _read_answer
 from runner.dev.endpoints import ClusterEndpoint
 from tests.faultproxy import FaultProxy
@@ -146,28 +146,37 @@ def test_warmed_connections_are_used_even_with_the_servers_session_tickets_unrea
             client.close()
 
 
-@pytest.mark.cluster
-def test_the_window_is_cut_to_64_next_to_the_server_and_kept_for_a_distant_one(
-    control_plane: ClusterEndpoint,
+@pytest.mark.parametrize(("distance", "most", "window"), [
+    (None, 128, 32),     # nothing measured yet
+    (0.0018, 128, 34),   # next to the server (the quickest request, loopback)
+    (0.014, 128, 46),    # bench/delayproxy at RTT 10
+    (0.055, 128, 87),    # RTT 50
+    (0.055, 64, 64),     # never more than asked for
+    (0.014, 16, 16),
+])
+def test_the_window_grows_with_the_distance_to_the_server(
+    distance: float | None, most: int, window: int
 ) -> None:
-    from plans.install import InstallPlan
-    from runner.install.install import _fit_window
+    assert window_for(distance, most) == window
 
-    plan = InstallPlan.model_validate({"artifact": {"ref": "oci-layout:x@sha256:" + "0" * 64}})
-    assert plan.concurrency == 128
+
+@pytest.mark.cluster
+def test_the_window_is_fitted_to_the_quickest_request_seen(
+    control_plane: ClusterEndpoint, ns: str
+) -> None:
     client = KubeClient(Target(kubeconfig=control_plane.kubeconfig), pool_size=128)
     try:
         client.wire.warm(1)
-        assert client.wire.round_trip is not None  # measured on every connect
-        client.wire.round_trip = 0.0001  # loopback, unloaded
-        near = _fit_window(client, plan)
-        assert (near.concurrency, client._window.size) == (64, 64)
-        far_client = KubeClient(Target(kubeconfig=control_plane.kubeconfig), pool_size=128)
-        far_client.wire.round_trip = 0.010  # as measured through bench/delayproxy at RTT 10
-        assert _fit_window(far_client, plan).concurrency == 128
-        assert far_client._window.size == 128
-        explicit = plan.model_copy(update={"concurrency": 16})
-        assert _fit_window(client, explicit).concurrency == 16  # a smaller choice is kept
-        far_client.close()
+        assert client.wire.quickest is None  # a connect is not a request
+        for _ in range(3):
+            client.list(CONFIGMAPS, ns)
+        quickest = client.wire.quickest
+        assert quickest is not None
+        assert 0 < quickest < 1
+        assert client.wire.distance == max(quickest, client.wire.round_trip or 0)
+        size = client.fit_window(128)
+        assert size == window_for(client.wire.distance, 128)
+        assert client._window.size == size
+        assert client.fit_window(8) == 8  # a smaller choice is kept
     finally:
         client.close()

@@ -130,6 +130,17 @@ class Wire:
         self._lock = threading.Lock()
         self._closed = False
         self.round_trip: float | None = None  # the quickest TCP connect yet: about one RTT
+        # The quickest request yet, sent to the last byte of its answer: one RTT and the
+        # server's time. Unlike a TCP connect, it sees the whole way to the API server, also
+        # behind a proxy or load balancer that answers the connect itself.
+        self.quickest: float | None = None
+
+    @property
+    def distance(self) -> float | None:
+        """How far the API server is, in seconds: the longer of the quickest connect and the
+        quickest request (None before either)."""
+        seen = [t for t in (self.round_trip, self.quickest) if t is not None]
+        return max(seen) if seen else None
 
     def close(self) -> None:
         with self._lock:
@@ -155,6 +166,7 @@ class Wire:
         # could have been taken twice: the server never saw it).
         for _ in range(3):
             conn, reused = self._checkout()
+            started = time.monotonic()
             try:
                 status, response_headers, data, keep = self._exchange(conn, payload, method,
                                                                        reused)
@@ -164,6 +176,8 @@ class Wire:
             except BaseException:
                 conn.close()
                 raise
+            took = time.monotonic() - started
+            self.quickest = took if self.quickest is None else min(self.quickest, took)
             if keep:
                 self._checkin(conn)
             else:

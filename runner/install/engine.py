@@ -154,7 +154,7 @@ class Engine:
         the ones whose answer is compared with what exists."""
         return parallel(items, lambda p: apply_one(
             self.client, p, self.options, dry_run=True, answer=live is None or p.oid in live),
-            self.options.concurrency)
+            self.client.fit_window(self.options.concurrency))
 
     def predict(self, items: list[Planned], live: dict[ObjectId, Obj]) -> Prediction:
         fast = {p.oid for p in items
@@ -212,7 +212,7 @@ class Engine:
             # What passed a strict dry-run here is not strictly decoded by the server again.
             outcomes = parallel([p for p, _ in todo],
                                 lambda p: self._apply_one(p, p.oid in dry_run_passed),
-                                self.options.concurrency)
+                                self.client.fit_window(self.options.concurrency))
             for (p, action), outcome in zip(todo, outcomes, strict=True):
                 if outcome.error:
                     changes.record(p.oid, "failed", stage, outcome.error)

@@ -187,7 +187,6 @@ def install(
         f"({fetched.content.format} format)"
     )
     reached = early.result()
-    plan = _fit_window(reached.client, plan)
     _open_the_window(reached.client, plan, len(fetched.located))
     try:
         run = Run(
@@ -223,21 +222,6 @@ def _reach(plan: InstallPlan, client: KubeClient | None) -> _Reached:
 # A server this far away (TCP connect time) gets the rest of the window's connections opened
 # during the round trips before the first write, not in front of the first writes.
 FAR_SECONDS = 0.002
-
-
-# Requests in flight at most to a near server (TCP connect under FAR_SECONDS).
-NEAR_WINDOW = 64
-
-
-def _fit_window(client: KubeClient, plan: InstallPlan) -> InstallPlan:
-    """The window a fresh install needs is the API server's own queue plus what is on the
-    way (Little's law): at 10 ms or 50 ms away, 128 requests keep a 2-core server as busy as
-    64 do next to it. Next to it, more only queue there (and cost threads here), so the window
-    is cut to NEAR_WINDOW; `concurrency` stays the most ever in flight."""
-    if (client.wire.round_trip or 0.0) >= FAR_SECONDS or plan.concurrency <= NEAR_WINDOW:
-        return plan
-    client.limit_in_flight(NEAR_WINDOW)
-    return plan.model_copy(update={"concurrency": NEAR_WINDOW})
 
 
 def _open_the_window(client: KubeClient, plan: InstallPlan, objects: int) -> None:
