@@ -130,8 +130,9 @@ class InstallPlan(Strict):
     dry_run: bool = False
     concurrency: int = Field(
         default=128, ge=1, le=256,
-        description="requests in flight at most: 64 at most to an API server less than 2 ms "
-        "away, where more would only queue; fewer while the API server throttles (429)",
+        description="requests in flight at most; the writes keep 32 plus one per millisecond "
+        "of the quickest request in flight (more would only queue at the API server), and "
+        "fewer while it throttles (429)",
     )
     verify: SignaturePolicy | None = Field(
         default=None,

@@ -147,8 +147,8 @@ def install_options(fn: Any) -> Any:
         ),
         click.option("--dry-run", is_flag=True, help="Report what would change; write nothing."),
         click.option("--concurrency", type=int, default=128, show_default=True,
-                     help="Requests in flight at most: 64 at most to a server less than 2 ms "
-                     "away; fewer while the server throttles."),
+                     help="Requests in flight at most; writes keep 32 plus one per ms of "
+                     "round trip in flight, fewer while the server throttles."),
     ]
     for option in reversed(options):
         fn = option(fn)
