@@ -59,6 +59,24 @@ def test_the_admin_kubeconfig_and_its_current_context(control_plane: ClusterEndp
         client.close()
 
 
+def test_inline_client_certificates_load_without_a_temporary_directory(
+    control_plane: ClusterEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A runner with a read-only root and no /tmp still authenticates with the key inline in
+    # its kubeconfig, and a process that ends while its client is being built on another
+    # thread leaves no key (nor a temporary name) behind: the key is never written to disk.
+    assert "client-key-data" in control_plane.kubeconfig.read_text()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))
+    client = connect(kubeconfig=str(control_plane.kubeconfig))
+    try:
+        assert whoami(client)
+    finally:
+        client.close()
+    assert not (tmp_path / "absent").exists()
+
+
 def test_kubeconfig_files_merge_as_kubectl_merges_them(
     control_plane: ClusterEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,8 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,15 +317,9 @@ def _client_certificate(context: ssl.SSLContext, user: dict[str, Any], base: Pat
             "certificate but no client key",
             hint="add client-key(-data) to the user in the kubeconfig",
         )
-    with tempfile.TemporaryDirectory(prefix="lading-tls-") as private:
-        # ssl loads a certificate chain only from files: inline data lives in a private
-        # directory for the instant it takes to load it.
-        if cert_data is not None:
-            cert_file = _private_file(Path(private) / "cert", cert_data)
-        if key_data is not None:
-            key_file = _private_file(Path(private) / "key", key_data)
+    with _key_material(cert_data, key_data) as (inline_cert, inline_key):
         try:
-            context.load_cert_chain(str(cert_file), str(key_file))
+            context.load_cert_chain(inline_cert or str(cert_file), inline_key or str(key_file))
         except FileNotFoundError as e:
             raise InputError(
                 f"cannot load the cluster configuration: {e.filename} does not exist",
@@ -336,6 +331,39 @@ def _client_certificate(context: ssl.SSLContext, user: dict[str, Any], base: Pat
                 "and key do not load (not PEM, or not a pair)",
                 hint="fix client-certificate(-data)/client-key(-data) in the kubeconfig",
             ) from None
+
+
+@contextmanager
+def _key_material(*contents: bytes | None) -> Iterator[list[str | None]]:
+    """Paths ssl can load inline certificate and key data from (None for None): anonymous
+    in-memory files on Linux, so a private key never touches a disk and nothing is left in
+    TMPDIR by a process that ends while a client is still being built on another thread;
+    elsewhere a private directory, for the instant it takes to load them."""
+    if not any(c is not None for c in contents):
+        yield [None for _ in contents]
+        return
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        descriptors: list[int] = []
+        try:
+            paths: list[str | None] = []
+            for content in contents:
+                if content is None:
+                    paths.append(None)
+                    continue
+                fd = os.memfd_create("lading-tls", os.MFD_CLOEXEC)
+                descriptors.append(fd)
+                rest = memoryview(content)
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+                paths.append(f"/proc/self/fd/{fd}")
+            yield paths
+        finally:
+            for fd in descriptors:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="lading-tls-") as private:
+        yield [None if content is None else _private_file(Path(private) / name, content)
+               for name, content in zip(("cert", "key"), contents, strict=False)]
 
 
 def _private_file(path: Path, data: bytes) -> str:
