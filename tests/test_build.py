@@ -24,6 +24,7 @@ from plans.build import (
 )
 from runner.build.build import build
 from runner.build.package import CONTENT_FILE
+from runner.common import transport
 from runner.common.oci import LADING_ARTIFACT
 from runner.common.reference import parse_ref
 from runner.common.store import RegistryOptions, open_store, resolve_manifest
@@ -442,6 +443,39 @@ def test_push_with_basic_auth_and_a_private_ca(
         )
     )
     assert inspected["digest"] == result["digest"]
+
+
+@pytest.mark.registry
+def test_a_push_keeps_its_connections_to_the_registry(
+    capsys, monkeypatch, tmp_path: Path, registry_auth_tls: RegistryEndpoint
+) -> None:
+    # Over TLS each new connection is a handshake: a push (HEAD, POST and PUT for two blobs
+    # side by side, a 401 and a login, the manifest's PUT and its read-back) must not open one
+    # per request.
+    endpoint = registry_auth_tls.with_password_from_file()
+    assert endpoint.password is not None
+    assert endpoint.ca_file is not None
+    config_dir = tmp_path / "docker"
+    config_dir.mkdir()
+    token = base64.b64encode(
+        f"{endpoint.username}:{endpoint.password.get_secret_value()}".encode()
+    ).decode()
+    (config_dir / "config.json").write_text(json.dumps({"auths": {endpoint.host: {"auth": token}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
+    connects: list[str] = []
+    real_connect = transport._Watched.connect
+
+    def counted(self: transport._Watched) -> None:
+        connects.append(self.host)
+        real_connect(self)
+
+    monkeypatch.setattr(transport._Watched, "connect", counted)
+    repo = f"{endpoint.host}/{unique('conns')}/shop"
+    ran = lading(capsys, monkeypatch, "build", "--kustomize", str(EXAMPLES / "overlays/dev"),
+                 "--to", f"{repo}:dev", "--ca-file", str(endpoint.ca_file), "-v")
+    assert ran.err.count("pushed blob") == 2
+    assert "pushed manifest" in ran.err
+    assert 1 <= len(connects) <= 2, connects  # one per blob uploaded side by side
 
 
 # -- bring your own artifact -------------------------------------------------------------------

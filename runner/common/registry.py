@@ -40,6 +40,7 @@ from runner.common.transport import (
 
 _ERROR_BODY_BYTES = 64 * 1024
 _CHUNK = 1 << 16
+_DRAIN_BYTES = 4096  # the most of an unneeded answer read to keep its connection
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(?:\d+|\*)$")
 
 
@@ -125,7 +126,7 @@ class RegistryStore:
         sent_with = self._authorization
         response = self._send(method, url, headers, data)
         if response.status_code in (401, 403) and self._authenticate(response, sent_with):
-            response.close()
+            _finish(response)
             response = self._send(method, url, headers, data)
         if response.status_code in (401, 403):
             response.close()
@@ -244,7 +245,7 @@ class RegistryStore:
             def attempt() -> tuple[int, Any, bytes]:
                 response = self._exchange("GET", url, headers={"Accept": accept})
                 if response.status_code == 404:
-                    response.close()
+                    _finish(response)
                     return 404, response.headers, b""
                 self._check(response, what)
                 return response.status_code, response.headers, self._read(
@@ -260,7 +261,7 @@ class RegistryStore:
             response = self.request(
                 deadline, "HEAD", self._url(f"manifests/{reference}"), headers={"Accept": ACCEPT}
             )
-            response.close()
+            _finish(response)
         digest = response.headers.get("Docker-Content-Digest")
         if response.status_code >= 300 or not digest:
             # Some registries omit the digest header on HEAD; GET and hash it ourselves.
@@ -299,7 +300,7 @@ class RegistryStore:
     def has_blob(self, digest: str) -> bool:
         with self._operation(f"checking for blob {digest} in {self.name}") as deadline:
             response = self.request(deadline, "HEAD", self._url(f"blobs/{digest}"))
-            response.close()
+            _finish(response)
             if response.status_code == 404:
                 return False
             self._check(response, f"blob {digest}")
@@ -315,7 +316,7 @@ class RegistryStore:
                 # where it stopped. Each attempt starts a new session.
                 start = self._exchange("POST", self._url("blobs/uploads/"))
                 self._check(start, "starting a blob upload")
-                start.close()
+                _finish(start)
                 location = start.headers.get("Location", "")
                 if not location:
                     raise RemoteError(f"registry {self.host} gave no upload location")
@@ -331,7 +332,7 @@ class RegistryStore:
                     },
                 )
                 self._check(put, f"uploading blob {digest}")
-                put.close()
+                _finish(put)
 
             retrying(deadline, attempt)
         return True
@@ -348,7 +349,7 @@ class RegistryStore:
                 headers={"Content-Type": media_type},
             )
             self._check(response, f"pushing manifest {reference}")
-            response.close()
+            _finish(response)
 
     def referrers(self, digest: str) -> list[Descriptor]:
         api = self._referrers_api(digest)
@@ -377,6 +378,24 @@ class RegistryStore:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _finish(response: requests.Response) -> None:
+    """Done with an answer whose body is not needed. Closing it unread would drop its
+    connection, and every request of a push would then open a new one (a TLS handshake each,
+    to a registry across the internet); what a registry sends with a HEAD, a 201 or a 202 is
+    a few bytes at most, so that is read and the connection goes back to the pool. A body
+    larger than that is not waited for: the connection is closed instead."""
+    try:
+        length = response.headers.get("Content-Length", "")
+        if response.request.method == "HEAD" or (length.isdigit()
+                                                 and int(length) <= _DRAIN_BYTES):
+            for _ in response.iter_content(_DRAIN_BYTES):
+                pass
+    except (requests.exceptions.RequestException, OSError, ValueError):
+        pass  # closed below, unread: the connection goes
+    finally:
+        response.close()
 
 
 def _resumes_at(response: requests.Response, offset: int) -> bool:
