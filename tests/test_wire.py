@@ -5,6 +5,8 @@ replaced when the server closed them while idle."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,3 +182,28 @@ def test_the_window_is_fitted_to_the_quickest_request_seen(
         assert client.fit_window(8) == 8  # a smaller choice is kept
     finally:
         client.close()
+
+
+@pytest.mark.cluster
+def test_reaching_the_server_by_name_does_not_load_the_idna_codec(
+    control_plane: ClusterEndpoint, ns: str, tmp_path: Path
+) -> None:
+    # getaddrinfo and TLS encode a str host name with the IDNA codec, which imports
+    # stringprep (~15 ms of every install's start); an ASCII name needs none of that. The
+    # server is named `localhost` here, so both the lookup and the certificate check see a
+    # name, and the dev server's certificate names it.
+    port = control_plane.server.rpartition(":")[2]
+    config = rewrite_server(control_plane.kubeconfig, f"https://localhost:{port}",
+                            tmp_path / "kubeconfig")
+    probe = (
+        "import sys\n"
+        "from runner.common.kube import KubeClient, Resource, Target\n"
+        f"client = KubeClient(Target(kubeconfig={str(config)!r}))\n"
+        f"client.list(Resource('', 'v1', 'ConfigMap', 'configmaps', True), {ns!r})\n"
+        "client.close()\n"
+        "print(sorted(m for m in ('encodings.idna', 'stringprep') if m in sys.modules))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip() == "[]"

@@ -105,6 +105,30 @@ class _Connection:
         return True
 
 
+def _host_bytes(name: str) -> bytes:
+    """A host name as getaddrinfo and TLS take it. Given a str, both encode it with the IDNA
+    codec, whose first use imports `stringprep` — about 15 ms of start-up, spent while the
+    artifact is being read. An ASCII name is the same in ASCII."""
+    return name.encode("ascii") if name.isascii() else name.encode("idna")
+
+
+def _open(address: tuple[str, int], timeout: float) -> socket.socket:
+    """socket.create_connection, with the host name given as bytes (_host_bytes)."""
+    failed: OSError | None = None
+    for family, kind, proto, _, sockaddr in socket.getaddrinfo(
+            _host_bytes(address[0]), address[1], type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+        except OSError as e:
+            sock.close()
+            failed = e
+            continue
+        return sock
+    raise failed or OSError("the name resolved to no address")
+
+
 class Wire:
     """Keep-alive connections to one endpoint, shared by any number of threads (each request
     takes an idle connection or opens one; how many run at once is the caller's window)."""
@@ -246,7 +270,7 @@ class Wire:
         address = self._proxy[0] if self._proxy else self._address
         started = time.monotonic()
         try:
-            sock = socket.create_connection(address, timeout=self.timeout)
+            sock = _open(address, self.timeout)
         except TimeoutError:
             raise WireError("connect", f"no connection within {self.timeout:g}s") from None
         except OSError as e:
@@ -259,7 +283,8 @@ class Wire:
         if self._tls is None:
             return _Connection(sock)
         try:
-            wrapped = self._tls.wrap_socket(sock, server_hostname=self._server_name)
+            wrapped = self._tls.wrap_socket(sock,
+                                            server_hostname=_host_bytes(self._server_name))
         except ssl.SSLCertVerificationError as e:
             sock.close()
             raise WireError("tls-verify", str(e.verify_message or "certificate verify failed")
