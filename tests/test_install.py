@@ -223,6 +223,35 @@ def test_unknown_field_is_rejected_before_anything_is_written(
     assert kube.get(CONFIGMAPS, ns, "fine") is None
 
 
+def test_an_unknown_field_deep_in_a_built_in_kind_is_rejected_before_anything_is_written(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
+) -> None:
+    typo = deployment("web", ns)
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    ref = publish([config_map("fine", ns, {"k": "1"}), typo], layout(tmp_path, "v1"))
+    with pytest.raises(InstallFailed, match="imagePullPolcy") as failure:
+        install(make_plan(ref, ns, control_plane))
+    assert "Deployment/web" in str(failure.value)
+    assert kube.get(CONFIGMAPS, ns, "fine") is None
+
+
+def test_an_unknown_field_deep_in_a_custom_resource_is_rejected_before_anything_is_written(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
+) -> None:
+    # The CRD exists before the install, so the Widget is checked by the dry-run wave.
+    group = f"{unique('g')}.example.com"
+    crd = widget_crd(group)
+    install(make_plan(publish([crd], layout(tmp_path, "v1")), ns, control_plane))
+    typo = {"apiVersion": f"{group}/v1", "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": ns}, "spec": {"size": 3, "colour": "red"}}
+    ref = publish([crd, config_map("fine", ns, {"k": "1"}), typo], layout(tmp_path, "v2"))
+    with pytest.raises(InstallFailed, match="colour") as failure:
+        install(make_plan(ref, ns, control_plane))
+    assert "Widget/w1" in str(failure.value)
+    assert kube.get(CONFIGMAPS, ns, "fine") is None
+    assert kube.get(Resource(group, "v1", "Widget", "widgets", True), ns, "w1") is None
+
+
 def test_tampered_blob_is_refused_before_anything_is_written(
     tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint
 ) -> None:
@@ -613,22 +642,30 @@ def test_flux_artifact_installs_like_a_lading_one(
     assert kube.get(CONFIGMAPS, ns, "from-flux-b")["data"] == {"k": "b"}
 
 
-def test_a_new_object_is_validated_strictly_once_and_written_without_its_answer_sent_whole(
+def test_new_objects_are_validated_once_and_written_without_their_answer_sent_whole(
     tmp_path: Path, ns: str, control_plane: ClusterEndpoint
 ) -> None:
-    # What the engine asks of the server, seen on the real connection: the dry-run of a new
-    # object is strict; the write of the same body is not decoded strictly again; neither
-    # needs the object back, so both ask for its metadata only, which the server sends.
-    ref = publish([config_map("strict-once", ns, {"k": "1"})], layout(tmp_path, "v1"))
+    # What the engine asks of the server, seen on the real connection. A custom resource's
+    # dry-run is strict and its write is not decoded strictly again; a built-in kind's schema
+    # refuses unknown fields in every mode, so neither of its requests asks for Strict.
+    # Nothing needs the object back, so all ask for its metadata only, which the server sends.
+    group = f"{unique('g')}.example.com"
+    crd = widget_crd(group)
+    install(make_plan(publish([crd], layout(tmp_path, "v1")), ns, control_plane))
+    widget = {"apiVersion": f"{group}/v1", "kind": "Widget",
+              "metadata": {"name": "strict-once", "namespace": ns}, "spec": {"size": 3}}
+    ref = publish([crd, config_map("strict-once", ns, {"k": "1"}), widget],
+                  layout(tmp_path, "v2"))
     client = KubeClient(Target(kubeconfig=str(control_plane.kubeconfig)))
-    sent: list[tuple[str, str, str, bytes]] = []
+    sent: dict[str, list[tuple[str, str, str, bytes]]] = {"configmaps": [], "widgets": []}
     request = client.wire.request
 
     def spy(method: str, target: str, headers: dict[str, str],
             body: bytes | None) -> tuple[int, dict[str, str], bytes]:
         status, answer_headers, data = request(method, target, headers, body)
-        if method == "PATCH" and "/configmaps/strict-once" in target:
-            sent.append((target, headers["Accept"], answer_headers["content-type"], data))
+        for plural, seen in sent.items():
+            if method == "PATCH" and f"/{plural}/strict-once" in target:
+                seen.append((target, headers["Accept"], answer_headers["content-type"], data))
         return status, answer_headers, data
 
     client.wire.request = spy  # type: ignore[method-assign]
@@ -636,14 +673,21 @@ def test_a_new_object_is_validated_strictly_once_and_written_without_its_answer_
         result = install(make_plan(ref, ns, control_plane), client=client)
     finally:
         client.close()
-    assert list(actions(result).values()) == ["created"]
-    (dry_run, _, _, _), (write, _, _, _) = sent
+    assert actions(result)[f"{group}/v1/Widget/{ns}/strict-once"] == "created"
+    assert actions(result)[f"/v1/ConfigMap/{ns}/strict-once"] == "created"
+    (dry_run, _, _, _), (write, _, _, _) = sent["widgets"]
     assert "dryRun=All" in dry_run
     assert "fieldValidation=Strict" in dry_run
     assert "dryRun" not in write
     assert "fieldValidation=Ignore" in write
-    for _, accept, content_type, answer in sent:
+    (dry_run, _, _, _), (write, _, _, _) = sent["configmaps"]
+    assert "dryRun=All" in dry_run
+    assert "dryRun" not in write
+    assert "fieldValidation=Ignore" in dry_run
+    assert "fieldValidation=Ignore" in write
+    for _, accept, content_type, answer in sent["widgets"] + sent["configmaps"]:
         assert accept.startswith("application/json;as=PartialObjectMetadata;")
         assert content_type == "application/json"
         assert json.loads(answer)["kind"] == "PartialObjectMetadata"
         assert "data" not in json.loads(answer)
+        assert "spec" not in json.loads(answer)
