@@ -14,11 +14,11 @@ import pytest
 
 from plans.install import InstallPlan
 from runner.common.errors import InputError
-from runner.common.kube import KubeClient, KubeError, Resource, Target
+from runner.common.kube import KubeClient, KubeError, Resource, Target, window_for
 from runner.dev.endpoints import CRASH_LOOP, FAULT_ANNOTATION, ClusterEndpoint
 from runner.install import inventory as inv
 from runner.install.diff import diff
-from runner.install.install import InstallFailed, install
+from runner.install.install import InstallFailed, _open_the_window, _reach, install
 from runner.install.lease import held
 from runner.install.rollback import rollback
 from runner.install.uninstall import uninstall
@@ -30,6 +30,8 @@ from tests.artifacts import (
     unique,
     widget_crd,
 )
+from tests.faultproxy import FaultProxy
+from tests.kubeconfigs import rewrite_server
 
 pytestmark = pytest.mark.cluster
 
@@ -691,3 +693,31 @@ def test_new_objects_are_validated_once_and_written_without_their_answer_sent_wh
         assert json.loads(answer)["kind"] == "PartialObjectMetadata"
         assert "data" not in json.loads(answer)
         assert "spec" not in json.loads(answer)
+
+
+@pytest.mark.parametrize(("distance", "opened"), [
+    (0.0005, 8),                          # next to the server: the wave opens what it needs
+    (0.010, window_for(0.010, 128)),      # 10 ms away: the window's worth, ahead of the wave
+])
+def test_connections_are_opened_ahead_only_as_many_as_the_window_will_use(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint, distance: float, opened: int
+) -> None:
+    # The distance stands in for a measured one (a TCP connect through the proxy is local);
+    # the connections are real ones to the API server, counted by the proxy in between.
+    with FaultProxy(control_plane.server.removeprefix("https://")) as proxy:
+        config = rewrite_server(control_plane.kubeconfig, f"https://{proxy.address}",
+                                tmp_path / "kubeconfig")
+        plan = InstallPlan.model_validate({"artifact": {"ref": "oci-layout:/x@sha256:" + "0" * 64},
+                                           "target": {"kubeconfig": str(config)},
+                                           "namespace": ns, "concurrency": 128})
+        reached = _reach(plan, None)
+        try:
+            assert proxy.connections == 8
+            reached.client.wire.round_trip = distance
+            _open_the_window(reached.client, plan, 1000)
+            for thread in threading.enumerate():
+                if thread.name == "lading-warm":
+                    thread.join(30)
+            assert proxy.connections == opened
+        finally:
+            reached.client.close()
