@@ -721,3 +721,15 @@ def test_connections_are_opened_ahead_only_as_many_as_the_window_will_use(
             assert proxy.connections == opened
         finally:
             reached.client.close()
+
+
+def test_a_failed_fetch_leaves_no_thread_opening_connections(
+    tmp_path: Path, ns: str, control_plane: ClusterEndpoint
+) -> None:
+    # The cluster is reached while the artifact is read; when reading fails, the process may
+    # end at once, and a thread still in a TLS handshake would meet the interpreter's and
+    # OpenSSL's teardown.
+    plan = make_plan(f"oci-layout:{tmp_path}/missing@sha256:{'0' * 64}", ns, control_plane)
+    with pytest.raises(InputError):
+        install(plan)
+    assert [t.name for t in threading.enumerate() if t.name == "lading-reach"] == []

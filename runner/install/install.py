@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -178,6 +178,11 @@ def install(
         progress(f"fetching {plan.artifact.ref}")
         fetched = fetch(plan.artifact, progress, plan.verify)
     except BaseException:
+        # The process may end as soon as this returns. A thread still in a TLS handshake then
+        # meets the interpreter's and OpenSSL's teardown (a SIGSEGV, once, in CI), so it gets
+        # a moment to finish: next to the server it needs milliseconds, and an unreachable
+        # one is not waited for beyond REACH_GRACE.
+        wait([early], timeout=REACH_GRACE)
         if own_client:
             early.add_done_callback(_close_reached)
         raise
@@ -205,6 +210,7 @@ def install(
 
 # Enough for what comes before the writes: discovery, the namespace, the lease and the LISTs.
 WARM_CONNECTIONS = 8
+REACH_GRACE = 1.0  # seconds a failed install waits for the connections being opened
 
 
 @dataclass
