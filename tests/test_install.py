@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from runner.common.kube import KubeClient, KubeError, Resource, Target, window_f
 from runner.dev.endpoints import CRASH_LOOP, FAULT_ANNOTATION, ClusterEndpoint
 from runner.install import inventory as inv
 from runner.install.diff import diff
-from runner.install.install import InstallFailed, _open_the_window, _reach, install
+from runner.install.install import InstallFailed, _open_the_window, _Reaching, install
 from runner.install.lease import held
 from runner.install.rollback import rollback
 from runner.install.uninstall import uninstall
@@ -710,7 +711,7 @@ def test_connections_are_opened_ahead_only_as_many_as_the_window_will_use(
         plan = InstallPlan.model_validate({"artifact": {"ref": "oci-layout:/x@sha256:" + "0" * 64},
                                            "target": {"kubeconfig": str(config)},
                                            "namespace": ns, "concurrency": 128})
-        reached = _reach(plan, None)
+        reached = _Reaching(None).reach_for(plan)
         try:
             assert proxy.connections == 8
             reached.client.wire.round_trip = distance
@@ -733,3 +734,39 @@ def test_a_failed_fetch_leaves_no_thread_opening_connections(
     with pytest.raises(InputError):
         install(plan)
     assert [t.name for t in threading.enumerate() if t.name == "lading-reach"] == []
+
+
+def test_a_failed_fetch_ends_the_handshakes_with_a_silent_server(
+    tmp_path: Path, control_plane: ClusterEndpoint
+) -> None:
+    # The "cluster" accepts connections and never answers the TLS handshake. Reading the
+    # artifact fails first: the install closes the client it was building, which ends those
+    # handshakes, instead of leaving threads in them (inside OpenSSL) for the request time-out.
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    config = rewrite_server(control_plane.kubeconfig,
+                            f"https://127.0.0.1:{listener.getsockname()[1]}",
+                            tmp_path / "kubeconfig")
+    plan = InstallPlan.model_validate({
+        "artifact": {"ref": f"oci-layout:{tmp_path}/missing@sha256:{'0' * 64}"},
+        "target": {"kubeconfig": str(config)}, "namespace": "default"})
+    try:
+        with pytest.raises(InputError):
+            install(plan)
+        reaching = [t for t in threading.enumerate() if t.name == "lading-reach"]
+        for thread in reaching:
+            thread.join(10)
+        assert not [t for t in reaching if t.is_alive()], "a handshake outlived the install"
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()

@@ -5,6 +5,8 @@ replaced when the server closed them while idle."""
 from __future__ import annotations
 
 import io
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ import pytest
 
 from runner.common.errors import RemoteError
 from runner.common.kube import KubeClient, Resource, Target, window_for
-from runner.common.wire import WireError, _read_answer
+from runner.common.wire import Endpoint, Wire, WireError, _read_answer
 from runner.dev.endpoints import ClusterEndpoint
 from tests.faultproxy import FaultProxy
 from tests.kubeconfigs import rewrite_server
@@ -207,3 +209,43 @@ def test_reaching_the_server_by_name_does_not_load_the_idna_codec(
                          timeout=60, check=False)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.strip() == "[]"
+
+
+def test_closing_ends_the_handshakes_of_connections_opened_ahead() -> None:
+    # Connections opened ahead (Wire.warm, on a daemon thread) to a server that accepts but
+    # never finishes the TLS handshake. A thread still inside OpenSSL when the process exits
+    # meets OpenSSL's own clean-up (a SIGSEGV instead of the exit code): close() ends those
+    # handshakes and returns when none is left, long before the 60 s time-out.
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    hellos = threading.Semaphore(0)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if conn.recv(1):  # the ClientHello: the handshake has begun
+                hellos.release()
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    wire = Wire(Endpoint(f"https://127.0.0.1:{port}", tls=ssl.create_default_context()),
+                timeout=60)
+    warming = threading.Thread(target=wire.warm, args=(3,), daemon=True)
+    try:
+        warming.start()
+        for _ in range(3):
+            assert hellos.acquire(timeout=10), "the handshakes did not begin"
+        assert warming.is_alive()
+        wire.close()
+        warming.join(timeout=10)
+        assert not warming.is_alive(), "a handshake outlived close()"
+        with pytest.raises(WireError, match="closed"):
+            wire._connect()
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()

@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 MAX_LINE = 64 * 1024  # a status, header or chunk-size line
 MAX_HEADERS = 200
 MAX_BODY = 512 * 1024 * 1024  # an answer the API server would never send
+CLOSE_GRACE = 2.0  # seconds close() waits for the handshakes it ended to return
 
 
 class _Reader(Protocol):
@@ -153,6 +154,10 @@ class Wire:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        # Sockets in a TLS handshake, as duplicates close() can shut down (the SSLSocket takes
+        # over the original), and the condition it waits on for their handshakes to end.
+        self._handshaking: set[socket.socket] = set()
+        self._settled = threading.Condition(self._lock)
         self.round_trip: float | None = None  # the quickest TCP connect yet: about one RTT
         # The quickest request yet, sent to the last byte of its answer: one RTT and the
         # server's time. Unlike a TCP connect, it sees the whole way to the API server, also
@@ -167,8 +172,16 @@ class Wire:
         return max(seen) if seen else None
 
     def close(self) -> None:
+        """Close every idle connection, and end the handshakes still running (connections
+        opened ahead, which no request waits for): once this returns, no thread of ours is
+        inside OpenSSL. One that still were when the process exits would meet OpenSSL's own
+        clean-up, and the process would die of a SIGSEGV instead of exiting with its code."""
         with self._lock:
             idle, self._idle, self._closed = self._idle, [], True
+            for sock in self._handshaking:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # the handshake reads EOF and fails
+            self._settled.wait_for(lambda: not self._handshaking, timeout=CLOSE_GRACE)
         for conn in idle:
             conn.close()
 
@@ -282,6 +295,12 @@ class Wire:
             self._tunnel(sock, self._proxy[1])
         if self._tls is None:
             return _Connection(sock)
+        with self._lock:
+            if self._closed:
+                sock.close()
+                raise WireError("lost", "the client was closed")
+            handle = sock.dup()
+            self._handshaking.add(handle)
         try:
             wrapped = self._tls.wrap_socket(sock,
                                             server_hostname=_host_bytes(self._server_name))
@@ -298,6 +317,11 @@ class Wire:
         except OSError as e:
             sock.close()
             raise WireError("tls", e.strerror or type(e).__name__) from None
+        finally:
+            with self._lock:
+                self._handshaking.discard(handle)
+                self._settled.notify_all()
+            handle.close()
         return _Connection(wrapped)
 
     def _tunnel(self, sock: socket.socket, authorization: str | None) -> None:

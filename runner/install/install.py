@@ -173,18 +173,16 @@ def install(
     # The cluster is reached while the artifact is read: the connections are open and the
     # namespace is known by the time the objects are. Its errors are raised after the
     # artifact's, in the order they always came.
-    early = _in_background(lambda: _reach(plan, client))
+    reaching = _Reaching(client)
+    early = _in_background(lambda: reaching.reach_for(plan))
     try:
         progress(f"fetching {plan.artifact.ref}")
         fetched = fetch(plan.artifact, progress, plan.verify)
     except BaseException:
-        # The process may end as soon as this returns. A thread still in a TLS handshake then
-        # meets the interpreter's and OpenSSL's teardown (a SIGSEGV, once, in CI), so it gets
-        # a moment to finish: next to the server it needs milliseconds, and an unreachable
-        # one is not waited for beyond REACH_GRACE.
+        # The process may end as soon as this returns, and a thread still inside OpenSSL then
+        # meets OpenSSL's clean-up: a SIGSEGV instead of the exit code, once in CI.
+        reaching.abandon()
         wait([early], timeout=REACH_GRACE)
-        if own_client:
-            early.add_done_callback(_close_reached)
         raise
     fetch_seconds = time.monotonic() - t0
     progress(
@@ -210,7 +208,7 @@ def install(
 
 # Enough for what comes before the writes: discovery, the namespace, the lease and the LISTs.
 WARM_CONNECTIONS = 8
-REACH_GRACE = 1.0  # seconds a failed install waits for the connections being opened
+REACH_GRACE = 1.0  # seconds a failed install waits for the thread reaching the cluster
 
 
 @dataclass
@@ -219,10 +217,39 @@ class _Reached:
     namespace: str
 
 
-def _reach(plan: InstallPlan, client: KubeClient | None) -> _Reached:
-    client = client or KubeClient(target_from(plan.target), pool_size=plan.concurrency)
-    client.wire.warm(min(WARM_CONNECTIONS, plan.concurrency))
-    return _Reached(client, plan.namespace or client.default_namespace)
+class _Abandoned(Exception):
+    """The install stopped before it needed the cluster (nobody reads this)."""
+
+
+class _Reaching:
+    """The cluster reached on a thread of its own while the artifact is read, and abandoned
+    when reading fails: a client of ours is closed then, which ends the TLS handshakes it has
+    begun (Wire.close), or is closed as soon as it is built. A caller's client is left open;
+    its handshakes get REACH_GRACE to finish."""
+
+    def __init__(self, client: KubeClient | None) -> None:
+        self._given = client
+        self._built: KubeClient | None = None
+        self._abandoned = False
+        self._lock = threading.Lock()
+
+    def reach_for(self, plan: InstallPlan) -> _Reached:
+        client = self._given
+        if client is None:
+            client = KubeClient(target_from(plan.target), pool_size=plan.concurrency)
+            with self._lock:
+                self._built, abandoned = client, self._abandoned
+            if abandoned:
+                client.close()
+                raise _Abandoned
+        client.wire.warm(min(WARM_CONNECTIONS, plan.concurrency))
+        return _Reached(client, plan.namespace or client.default_namespace)
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned, built = True, self._built
+        if built is not None:
+            built.close()
 
 
 # A server this far away gets the connections its writes will keep busy opened during the
@@ -255,11 +282,6 @@ def _in_background(work: Callable[[], _Reached]) -> Future[_Reached]:
 
     threading.Thread(target=run, name="lading-reach", daemon=True).start()
     return future
-
-
-def _close_reached(future: Future[_Reached]) -> None:
-    if future.exception() is None:
-        future.result().client.close()
 
 
 def _check_inventory_name(name: str) -> None:
