@@ -7,10 +7,10 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from runner.common.crew import Crew
 from runner.common.kube import KubeClient, KubeError
 from runner.common.objects import Obj, ObjectId
 from runner.install.ownership import named_by
@@ -48,12 +48,14 @@ class Outcome:
     status: int = 0  # HTTP status of the failure, 0 when it succeeded
 
 
+# One crew for every wave of the process: its threads outlive a wave, so the dry-runs, the
+# writes and the LISTs of an install, and the installs of a worker, start no thread twice.
+_REQUESTS = Crew("lading-request")
+
+
 def parallel(items: Iterable[T], fn: Callable[[T], R], concurrency: int) -> list[R]:
-    items = list(items)
-    if concurrency <= 1 or len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
-        return list(pool.map(fn, items))
+    """[fn(item) for item in items], `concurrency` at a time (runner.common.crew)."""
+    return _REQUESTS.map(fn, list(items), concurrency)
 
 
 def conflict_managers(error: KubeError) -> dict[str, list[str]]:
