@@ -173,9 +173,10 @@ class Wire:
 
     def close(self) -> None:
         """Close every idle connection, and end the handshakes still running (connections
-        opened ahead, which no request waits for): once this returns, no thread of ours is
-        inside OpenSSL. One that still were when the process exits would meet OpenSSL's own
-        clean-up, and the process would die of a SIGSEGV instead of exiting with its code."""
+        opened ahead, which no request waits for): once this returns, none of them is inside
+        OpenSSL. One that still were when the process exits would meet OpenSSL's own clean-up,
+        and the process would die of a SIGSEGV instead of exiting with its code. Requests are
+        their callers' to finish before closing."""
         with self._lock:
             idle, self._idle, self._closed = self._idle, [], True
             for sock in self._handshaking:
@@ -299,7 +300,11 @@ class Wire:
             if self._closed:
                 sock.close()
                 raise WireError("lost", "the client was closed")
-            handle = sock.dup()
+            try:
+                handle = sock.dup()
+            except OSError as e:  # out of file descriptors
+                sock.close()
+                raise WireError("connect", e.strerror or type(e).__name__) from None
             self._handshaking.add(handle)
         try:
             wrapped = self._tls.wrap_socket(sock,
