@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -476,6 +478,24 @@ def test_a_push_keeps_its_connections_to_the_registry(
     assert ran.err.count("pushed blob") == 2
     assert "pushed manifest" in ran.err
     assert 1 <= len(connects) <= 2, connects  # one per blob uploaded side by side
+
+
+@pytest.mark.registry
+def test_a_push_and_a_pull_do_not_load_jsonschema(registry: RegistryEndpoint) -> None:
+    # oras.provider imports jsonschema (about 45 ms of every start) for manifest checks lading
+    # makes itself; the registry client goes through oras.auth alone.
+    repo = _repo(registry, "lean")
+    probe = ("import sys; from runner.cli import main\n"
+             "try:\n    main(sys.argv[1:])\n"
+             "except SystemExit as e:\n    assert not e.code, e.code\n"
+             "print('jsonschema loaded:', 'jsonschema' in sys.modules)")
+    for args in (["build", "--kustomize", str(EXAMPLES / "overlays/dev"), "--to", f"{repo}:dev",
+                  "-q"],
+                 ["inspect", f"{repo}:dev", "-o", "json"]):
+        ran = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                             text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert "jsonschema loaded: False" in ran.stdout, (args, ran.stdout[-500:])
 
 
 # -- bring your own artifact -------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""A registry repository as a Store, over oras-py's session and auth backends.
+"""A registry repository as a Store, over oras-py's auth backends.
 
-oras-py gives us the HTTP session, docker-config credential lookup (inline auths, credsStore,
-credHelpers) and the bearer-token dance. What it does not do the way a deploy tool needs lives
+oras-py gives us docker-config credential lookup (inline auths, credsStore, credHelpers) and the
+bearer-token dance, through `oras.auth` alone: its `oras.provider` client would also load
+jsonschema, for manifest checks lading does itself (runner.common.oci) — about 45 ms, a fifth of
+the start of an install from a registry. What it does not do the way a deploy tool needs lives
 here: registries that answer with a `Basic` challenge (docker-registry with htpasswd), every
 operation bounded in time with retries that back off (runner.common.transport), blob pulls
 that resume where a dropped connection left off, response bodies read within a size limit, and
@@ -16,10 +18,12 @@ import os
 import re
 import threading
 import urllib.parse
+from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any
 
-import oras.provider
+import oras.auth
+import oras.container
 import requests
 
 from plans.documents import load_json
@@ -62,20 +66,19 @@ class RegistryStore:
         plain = options.plain_http or (loopback and options.ca_file is None)
         tls_verify: bool | str = str(options.ca_file) if options.ca_file else True
         self.scheme = "http" if plain else "https"
-        self._oras = oras.provider.Registry(
-            hostname=host, insecure=plain, tls_verify=tls_verify, auth_backend="token"
-        )
-        self._session: requests.Session = self._oras.session
+        self._session = requests.Session()
+        # A registry that sets cookies (Harbor) takes a client that keeps them for a browser.
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         bound(self._session)
+        self._auth = oras.auth.get_auth_backend("token", self._session, plain,
+                                                tls_verify=tls_verify)
         self._verify = tls_verify
         self._authorization: str | None = None
         self._login = threading.Lock()
         config = docker_config_path(options)
-        container = self._oras.get_container(f"{host}/{repository}")
-        self._oras.auth.load_configs(container, configs=[str(config)] if config.exists() else None)
-        self._basic: str | None = (
-            self._oras.auth._basic_auth if self._oras.auth._load_auth(host) else None
-        )
+        container = oras.container.Container(f"{host}/{repository}", registry=host)
+        self._auth.load_configs(container, configs=[str(config)] if config.exists() else None)
+        self._basic: str | None = self._auth._basic_auth if self._auth._load_auth(host) else None
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -186,7 +189,7 @@ class RegistryStore:
             return True
         if scheme == "bearer":
             try:
-                headers, changed = self._oras.auth.authenticate_request(response, {})
+                headers, changed = self._auth.authenticate_request(response, {})
             except requests.exceptions.RequestException as e:
                 raise classify(e, self.host, self.timeouts) from None
             token = headers.get("Authorization") if changed else None
