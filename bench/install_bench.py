@@ -10,7 +10,10 @@ behind the tools' backs, then installed again), diff (lading diff / kubectl diff
 namespace). RTT puts bench/delayproxy in front of the API server, adding RTT/2 each way (a CI
 runner talking to a managed cluster). Rounds are interleaved (tool A, B, C, then A, B, C…) and
 medians reported. Wall time, client CPU (user+sys) and peak RSS come from GNU time, which
-measures each tool's own process tree, not this script's.
+measures each tool's own process tree, not this script's. The CPU the servers spent meanwhile
+(etcd, kube-apiserver and the delay proxy, from /proc) is the rest of the work: on a small
+machine that shares its cores with the servers, a run's wall time follows the work of all of
+them, and the second table shows it for the fresh installs.
 
 Starts its own control plane (etcd + kube-apiserver, as `lading dev up` does) unless
 LADING_BENCH_KUBECONFIG names a cluster. Run on demand; never part of the test suite.
@@ -115,10 +118,32 @@ class Measure:
     wall: float
     cpu: float
     rss_mib: float
+    server_cpu: float | None = None  # etcd, kube-apiserver and the proxy, while it ran
 
 
-def measured(cmd: list[str], env: dict[str, str], ok_codes: tuple[int, ...] = (0,)) -> Measure:
-    """Run `cmd` under GNU time: its own wall time, CPU and peak RSS (not this process's)."""
+def process_cpu(pids: list[int]) -> float | None:
+    """CPU seconds (user+sys) these processes have used so far; None when one is gone or
+    none is known (a cluster the bench did not start)."""
+    if not pids:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def measured(cmd: list[str], env: dict[str, str], ok_codes: tuple[int, ...] = (0,),
+             servers: list[int] | None = None) -> Measure:
+    """Run `cmd` under GNU time: its own wall time, CPU and peak RSS (not this process's),
+    and what the `servers` spent meanwhile."""
+    servers = servers or []
+    before = process_cpu(servers)
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         proc = subprocess.run(
             ["/usr/bin/time", "-o", report.name, "-f", "%e %U %S %M", *cmd],
@@ -127,7 +152,9 @@ def measured(cmd: list[str], env: dict[str, str], ok_codes: tuple[int, ...] = (0
             sys.exit(f"bench: {' '.join(cmd[:3])} exited {proc.returncode}:\n"
                      f"{proc.stderr[-3000:]}")
         wall, user, system, rss_kib = report.read().split()[-4:]
-    return Measure(float(wall), float(user) + float(system), int(rss_kib) / 1024)
+    after = process_cpu(servers)
+    spent = after - before if before is not None and after is not None else None
+    return Measure(float(wall), float(user) + float(system), int(rss_kib) / 1024, spent)
 
 
 def installed_env() -> dict[str, str]:
@@ -211,9 +238,13 @@ def main() -> int:
                     server = "https://" + proxy.stdout.readline().strip()
                     config = through_proxy(kubeconfig, server, tmp / f"kubeconfig-{rtt}")
                 env = {**installed_env(), "KUBECONFIG": str(config)}
+                servers = [p.pid for p in started.processes
+                           if p.name in ("etcd", "kube-apiserver")] if started else []
+                if servers and proxy is not None:
+                    servers.append(proxy.pid)
                 try:
                     run_rtt(args, cases, rtt, tmp, client, env, server, creds,
-                            lading, kubectl, str(rawloop), results)
+                            lading, kubectl, str(rawloop), results, servers)
                 finally:
                     if proxy is not None:
                         proxy.terminate()
@@ -229,7 +260,7 @@ def main() -> int:
 def run_rtt(args: argparse.Namespace, cases: list[str], rtt: int, tmp: Path,
             client: KubeClient, env: dict[str, str], server: str, creds: dict[str, str],
             lading: str, kubectl: str, rawloop: str,
-            results: dict[tuple[int, str, str], list[Measure]]) -> None:
+            results: dict[tuple[int, str, str], list[Measure]], servers: list[int]) -> None:
     for round_ in range(args.rounds):
         spaces = {tool: f"bench-{tool}-{rtt}-{round_}" for tool in TOOLS}
         commands: dict[str, dict[str, list[str]]] = {}
@@ -266,9 +297,9 @@ def run_rtt(args: argparse.Namespace, cases: list[str], rtt: int, tmp: Path,
                 if case == "diff":
                     if "diff" not in commands[tool]:
                         continue
-                    m = measured(commands[tool]["diff"], env, ok_codes=(0, 1))
+                    m = measured(commands[tool]["diff"], env, ok_codes=(0, 1), servers=servers)
                 else:
-                    m = measured(commands[tool]["apply"], env)
+                    m = measured(commands[tool]["apply"], env, servers=servers)
                 results.setdefault((rtt, case, tool), []).append(m)
                 print(f"bench: rtt {rtt} round {round_ + 1} {case:5} {tool:7} {m.wall:6.2f}s "
                       f"cpu {m.cpu:5.2f}s rss {m.rss_mib:4.0f} MiB", file=sys.stderr)
@@ -343,8 +374,36 @@ def report(args: argparse.Namespace, cases: list[str], rtts: list[int],
             print(f"| {case} | {rtt} | {f(lt)} | {f(kt)} | "
                   f"{f(rt) if case != 'diff' else '–'} | {ratio_raw} | {ratio_k} | "
                   f"{f(lc)} | {f(kc)} | {f(lr, '.0f')} | {f(kr, '.0f')} |")
+    work(cases, rtts, results)
     if not shutil.which("go"):
         print("(go not found: rawloop and delayproxy need the Go toolchain)")
+
+
+def work(cases: list[str], rtts: list[int],
+         results: dict[tuple[int, str, str], list[Measure]]) -> None:
+    """The fresh installs' CPU, the tool's own and the servers' (etcd, kube-apiserver, the
+    proxy) while it ran, lading next to the raw loop: medians of the rounds."""
+    if "fresh" not in cases or not any(m.server_cpu is not None
+                                       for m in results.get((rtts[0], "fresh", "lading"), [])):
+        return
+    print("\nfresh installs, CPU seconds while each ran (medians): the tool's own + the servers'"
+          " (etcd, kube-apiserver, delay proxy)")
+    print("| RTT ms | lading | raw | lading work ÷ raw work | lading wall ÷ raw wall |")
+    print("|---|---|---|---|---|")
+    for rtt in rtts:
+        totals: dict[str, tuple[float, float, float]] = {}
+        for tool in ("lading", "raw"):
+            found = [m for m in results.get((rtt, "fresh", tool), []) if m.server_cpu is not None]
+            if not found:
+                break
+            own = statistics.median(m.cpu for m in found)
+            servers = statistics.median(m.server_cpu or 0.0 for m in found)
+            totals[tool] = (own, servers, statistics.median(m.wall for m in found))
+        if len(totals) < 2:
+            continue
+        (lo, ls, lw), (ro, rs, rw) = totals["lading"], totals["raw"]
+        print(f"| {rtt} | {lo:.2f} + {ls:.2f} | {ro:.2f} + {rs:.2f} | "
+              f"{(lo + ls) / (ro + rs):.2f}× | {lw / rw:.2f}× |")
 
 
 if __name__ == "__main__":
