@@ -4,6 +4,8 @@ machine-readable stdout, and error messages a user can act on."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from runner.cli import main
 from runner.common.kube import KubeClient, Resource, Target
 from runner.dev.endpoints import ClusterEndpoint, RegistryEndpoint
-from tests.artifacts import config_map, publish
+from tests.artifacts import config_map, namespace_obj, publish
 
 pytestmark = pytest.mark.cluster
 
@@ -190,3 +192,63 @@ def test_an_api_server_whose_certificate_our_ca_did_not_sign_is_exit_3_naming_th
         client.close()
     assert failure.value.exit_code == 3
     assert "not-a-token" not in str(failure.value)
+
+
+def _lading(*args: str) -> subprocess.Popen[str]:
+    """lading as its own process, with real pipes to read (or stop reading)."""
+    return subprocess.Popen([sys.executable, "-m", "runner.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_an_install_goes_on_when_nobody_reads_its_progress_any_more(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint,
+) -> None:
+    # `lading install … 2>&1 | head -3`: the reader leaves after the preflight line, before
+    # the first stage. Progress is for whoever watches; the install must not end between its
+    # stages, half-applied, because nobody does any more.
+    other = f"{ns}-b"
+    objects = [namespace_obj(other), config_map("first", other, {"k": "v"}),
+               *(config_map(f"cm-{i}", ns, {"i": str(i)}) for i in range(20))]
+    ref = publish(objects, f"oci-layout:{tmp_path / 'art'}:v1")
+    proc = _lading("install", ref, "-n", ns, "--no-wait", "-o", "json",
+                   "--kubeconfig", str(control_plane.kubeconfig))
+    try:
+        assert proc.stderr is not None
+        assert proc.stdout is not None
+        seen: list[str] = []
+        while not any("preflight:" in line for line in seen):
+            line = proc.stderr.readline()
+            assert line, f"ended before its preflight: {seen}"
+            seen.append(line)
+        proc.stderr.close()
+        out = proc.stdout.read()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kube.delete(NAMESPACES, None, other)
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["status"] == "succeeded"
+    assert result["summary"]["created"] == 22
+    assert len(kube.list(CONFIGMAPS, ns)) >= 20
+
+
+def test_an_install_whose_result_nobody_reads_exits_with_its_own_code(
+    tmp_path: Path, ns: str, kube: KubeClient, control_plane: ClusterEndpoint,
+) -> None:
+    # `lading install -o json … | true`: the result has no reader. The install succeeded, so
+    # lading says so with its exit code, and not with an internal error about a pipe.
+    objects = [config_map(f"cm-{i}", ns, {"i": str(i)}) for i in range(40)]
+    ref = publish(objects, f"oci-layout:{tmp_path / 'art'}:v1")
+    proc = _lading("install", ref, "-n", ns, "--no-wait", "-o", "json",
+                   "--kubeconfig", str(control_plane.kubeconfig))
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "install succeeded: 40 created" in err
+    assert "error" not in err  # no internal error about a pipe
+    assert kube.get(CONFIGMAPS, ns, "cm-39") is not None

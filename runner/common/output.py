@@ -13,7 +13,8 @@ import re
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
@@ -41,6 +42,18 @@ def emit(
     out = stream or sys.stdout
     # A live progress line on the same terminal would otherwise run into the result.
     finish_live()
+    try:
+        _write_result(result, fmt, text, out)
+    except BrokenPipeError:
+        # Whoever read the result stopped reading (`| head`): the run's own exit code stands.
+        # Anything else that fails here (a full disk) is raised: a result was lost.
+        _quiet_at_exit(out)
+
+
+def _write_result(
+    result: BaseModel | dict[str, Any], fmt: OutputFormat, text: Callable[[Any], str],
+    out: TextIO,
+) -> None:
     if fmt == "json":
         out.write(json.dumps(to_document(result), indent=2, sort_keys=False) + "\n")
     elif fmt == "yaml":
@@ -53,6 +66,17 @@ def emit(
             rendered = colour_diff(rendered)
         out.write(rendered + "\n")
     out.flush()
+
+
+def _quiet_at_exit(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null, so the interpreter's last flush of
+    what is still buffered does not fail the exit (Python would end with status 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file: nothing will flush it
+        pass
 
 
 def use_colour(stream: TextIO) -> bool:
@@ -121,6 +145,7 @@ class Progress:
         self.live = live and log_format == "text"
         self.started = time.monotonic()
         self._line_open = False
+        self._gone = False  # the stream stopped taking writes: progress ends, the run does not
         if self.live:
             _LIVE.add(self)
 
@@ -139,13 +164,34 @@ class Progress:
 
     def finish(self) -> None:
         """End a live line so what follows starts on a fresh line. Idempotent."""
-        if self._line_open:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._line_open and not self._gone:
             self._line_open = False
+            with self._unless_gone():
+                self.stream.write("\n")
+                self.stream.flush()
+
+    @contextmanager
+    def _unless_gone(self) -> Iterator[None]:
+        """Progress is for whoever watches, never a reason to stop: when its stream fails (the
+        reader of a pipe went away, the terminal closed, the log's disk is full), the progress
+        stops and the run goes on. An install whose watcher left between two stages must not
+        end between them, half-applied."""
+        try:
+            yield
+        except (OSError, ValueError):  # ValueError: written to a closed file
+            self._gone = True
+            _quiet_at_exit(self.stream)
 
     def _write(
         self, level: Level, event: str, message: str, fields: dict[str, Any], keep: bool = False
+    ) -> None:
+        if self._gone:
+            return
+        with self._unless_gone():
+            self._put(level, event, message, fields, keep)
+
+    def _put(
+        self, level: Level, event: str, message: str, fields: dict[str, Any], keep: bool
     ) -> None:
         elapsed = time.monotonic() - self.started
         if self.log_format == "json":
@@ -203,6 +249,7 @@ def report_error(
     """How the CLI shows a fatal error: `error: …` for people, a JSON line for control planes."""
     out = stream or sys.stderr
     finish_live()
+    line = f"error: {message}\n"
     if log_format == "json":
         record = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -211,10 +258,12 @@ def report_error(
             "message": message,
             "exit_code": code,
         }
-        out.write(json.dumps(record) + "\n")
-    else:
-        out.write(f"error: {message}\n")
-    out.flush()
+        line = json.dumps(record) + "\n"
+    try:
+        out.write(line)
+        out.flush()
+    except (OSError, ValueError):  # nobody reads stderr any more; the exit code still says it
+        _quiet_at_exit(out)
 
 
 def silent(message: str) -> None:
